@@ -1,0 +1,60 @@
+# keyops.runbooks: the two set-up commands and the targets behind them.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+LAB := $(PY) lab/keyops_lab.py
+
+.PHONY: demo test bootstrap bootstrap-test lab-up lab-seed lab-status lab-down lint sanity unit integration molecule bench reliability build
+
+## demo: set up, start and seed the lab, run playbooks/site.yml against it
+demo: bootstrap lab-up lab-seed
+	source "$${KEYOPS_LAB_DIR:-.lab}/env.sh" && ansible-playbook playbooks/site.yml
+	@echo "outputs: $$(cd outputs 2>/dev/null && pwd || echo 'none written')"
+
+## test: set up and run every check CI runs
+test: bootstrap-test lint sanity unit integration molecule
+
+bootstrap:
+	scripts/bootstrap.sh
+
+bootstrap-test:
+	scripts/bootstrap.sh --test
+
+lab-up:
+	$(LAB) up
+
+lab-seed:
+	$(LAB) seed
+
+lab-status:
+	$(LAB) status
+
+lab-down:
+	$(LAB) down
+
+lint:
+	ruff format --check .
+	ruff check .
+	ansible-lint --profile production --offline
+
+sanity:
+	scripts/sanity.sh
+
+unit:
+	$(PY) -m pytest tests/unit -q
+
+integration:
+	$(PY) -m pytest tests/integration -q
+
+molecule:
+	scripts/molecule.sh
+
+build:
+	.venv/bin/ansible-galaxy collection build --force --output-path .build/dist
+
+bench: bootstrap
+	$(PY) bench/run.py
+
+reliability: bootstrap-test
+	$(PY) -m pytest tests/reliability -q --full
