@@ -29,12 +29,19 @@ STATE_FIELDS = frozenset({
     "fingerprint_sha256", "end_date", "successor", "revoked", "revocation_reason", "location", "count",
     "rewrapped", "reencrypted", "failed", "skipped", "total", "histogram", "path", "plan_digest", "mount",
     "tags_changed", "policy_changed", "exists", "backup_sha256", "recipients", "crl_confirmed", "outcome_reason",
+    "key_class", "requires_approval",
 })
 APPROVAL_FIELDS = ("approver", "principal", "key_fingerprint", "digest", "signed_at", "source")
 EVENT_FIELDS = ("action", "backend", "key_ref", "outcome", "check_mode", "before", "after", "change_ref",
                 "approvals", "detail")
 MAX_TEXT = 256
 GENESIS_HASH = "0" * 64
+
+# Options every key-changing module takes, so its events name the change and the approvals behind it.
+AUDIT_ARGSPEC: dict[str, Any] = {
+    "change_ref": {"type": "str"},
+    "approvals": {"type": "list", "elements": "dict", "default": []},
+}
 
 
 def _scalar(value: Any) -> bool:
