@@ -20,4 +20,3 @@ options:
     elements: dict
     default: []
 """
-

@@ -10,8 +10,14 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import Poli
 from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy, requires_approval
 
 
-def require_approvals(action: str, key_ref: str, key_class: str | None, approvals: list[dict[str, Any]] | None,
-                      check_mode: bool, policy: dict[str, Any] | None = None) -> None:
+def require_approvals(
+    action: str,
+    key_ref: str,
+    key_class: str | None,
+    approvals: list[dict[str, Any]] | None,
+    check_mode: bool,
+    policy: dict[str, Any] | None = None,
+) -> None:
     """Refuse a dual-controlled action that arrives without a quorum of verified approvals.
 
     Check mode only plans, so it is never refused: that is how the plan to approve gets made.
@@ -24,7 +30,8 @@ def require_approvals(action: str, key_ref: str, key_class: str | None, approval
     digests = {approval.get("digest") for approval in verified}
     if len(approvers) < quorum or len(digests) != 1:
         raise PolicyViolation(
-            action.replace("_", " ").capitalize(), key_ref,
+            action.replace("_", " ").capitalize(),
+            key_ref,
             f"this action is under dual control and has {len(approvers)} verified approver(s) of {quorum} needed",
             "Run the plan in check mode, have two approvers sign its digest, and pass the approvals returned by "
             "keyops.runbooks.approval_verify",

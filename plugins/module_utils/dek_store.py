@@ -77,8 +77,12 @@ class Partition:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise InvalidInput("Partition", None, f"partition_index {self.index} is outside 0..{self.count - 1}",
-                               "Set partition_index below partition_count (AWX job slicing passes both)")
+            raise InvalidInput(
+                "Partition",
+                None,
+                f"partition_index {self.index} is outside 0..{self.count - 1}",
+                "Set partition_index below partition_count (AWX job slicing passes both)",
+            )
 
     @property
     def whole(self) -> bool:
@@ -90,6 +94,9 @@ class Partition:
 
     def owns(self, item_id: str) -> bool:
         return self.whole or slice_of(item_id, self.count) == self.index
+
+
+WHOLE = Partition()
 
 
 def slice_of(item_id: str, count: int) -> int:
@@ -113,12 +120,13 @@ class DekStore(abc.ABC):
     description: str
 
     @abc.abstractmethod
-    def count(self, key_ref: str | None = None, partition: Partition = Partition()) -> int:
+    def count(self, key_ref: str | None = None, partition: Partition = WHOLE) -> int:
         """How many data keys (optionally only those recorded under ``key_ref``)."""
 
     @abc.abstractmethod
-    def batches(self, batch_size: int, partition: Partition = Partition(), key_ref: str | None = None,
-                after: str | None = None) -> Iterator[tuple[list[DataKey], str]]:
+    def batches(
+        self, batch_size: int, partition: Partition = WHOLE, key_ref: str | None = None, after: str | None = None
+    ) -> Iterator[tuple[list[DataKey], str]]:
         """Yield ``(items, cursor)`` in a stable order; ``cursor`` resumes after the batch."""
 
     @abc.abstractmethod
@@ -147,22 +155,43 @@ class DekStore(abc.ABC):
 
 def _identifier(value: str, option: str) -> str:
     if not _IDENTIFIER.match(value or ""):
-        raise InvalidInput("Open data-key store", None, f"{option} '{value}' is not a plain SQL identifier",
-                           f"Set store.{option} to letters, digits and underscores only")
+        raise InvalidInput(
+            "Open data-key store",
+            None,
+            f"{option} '{value}' is not a plain SQL identifier",
+            f"Set store.{option} to letters, digits and underscores only",
+        )
     return value
 
 
 class SqliteStore(DekStore):
-    def __init__(self, path: str, table: str = "data_keys", id_column: str = "id", key_ref_column: str = "key_ref",
-                 ciphertext_column: str = "ciphertext", context_column: str = "context") -> None:
+    def __init__(
+        self,
+        path: str,
+        table: str = "data_keys",
+        id_column: str = "id",
+        key_ref_column: str = "key_ref",
+        ciphertext_column: str = "ciphertext",
+        context_column: str = "context",
+    ) -> None:
         if not path or not os.path.isfile(path):
-            raise InvalidInput("Open data-key store", None, f"SQLite file '{path}' does not exist",
-                               "Set store.path to the database that holds the wrapped data keys")
+            raise InvalidInput(
+                "Open data-key store",
+                None,
+                f"SQLite file '{path}' does not exist",
+                "Set store.path to the database that holds the wrapped data keys",
+            )
         self.description = f"sqlite:{path}#{table}"
         self.table = _identifier(table, "table")
-        self.columns = tuple(_identifier(name, option) for name, option in (
-            (id_column, "id_column"), (key_ref_column, "key_ref_column"),
-            (ciphertext_column, "ciphertext_column"), (context_column, "context_column")))
+        self.columns = tuple(
+            _identifier(name, option)
+            for name, option in (
+                (id_column, "id_column"),
+                (key_ref_column, "key_ref_column"),
+                (ciphertext_column, "ciphertext_column"),
+                (context_column, "context_column"),
+            )
+        )
         try:
             self.connection = sqlite3.connect(path, timeout=60, isolation_level=None)
             self.connection.execute("PRAGMA journal_mode=WAL")
@@ -172,21 +201,33 @@ class SqliteStore(DekStore):
             self.connection.execute(
                 f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (job TEXT NOT NULL, partition TEXT NOT NULL, "
                 "cursor TEXT, done INTEGER NOT NULL, failed INTEGER NOT NULL, started TEXT, finished TEXT, "
-                "updated TEXT, PRIMARY KEY (job, partition))")
+                "updated TEXT, PRIMARY KEY (job, partition))"
+            )
         except sqlite3.Error as error:
-            raise BackendUnavailable("Open data-key store", None, f"SQLite error on '{path}': {error}",
-                                     "Check the path, its permissions and that the file is a SQLite database") from error
+            raise BackendUnavailable(
+                "Open data-key store",
+                None,
+                f"SQLite error on '{path}': {error}",
+                "Check the path, its permissions and that the file is a SQLite database",
+            ) from error
 
     def _check_table(self) -> None:
         found = {row[1] for row in self.connection.execute(f"PRAGMA table_info({self.table})")}
         if not found:
-            raise InvalidInput("Open data-key store", None, f"table '{self.table}' does not exist in the store",
-                               "Set store.table to the table that holds the wrapped data keys")
+            raise InvalidInput(
+                "Open data-key store",
+                None,
+                f"table '{self.table}' does not exist in the store",
+                "Set store.table to the table that holds the wrapped data keys",
+            )
         missing = [name for name in self.columns if name not in found]
         if missing:
-            raise InvalidInput("Open data-key store", None,
-                               f"table '{self.table}' has no column(s) {', '.join(missing)}",
-                               "Set store.id_column, key_ref_column, ciphertext_column and context_column")
+            raise InvalidInput(
+                "Open data-key store",
+                None,
+                f"table '{self.table}' has no column(s) {', '.join(missing)}",
+                "Set store.id_column, key_ref_column, ciphertext_column and context_column",
+            )
 
     def _where(self, partition: Partition, key_ref: str | None, after: str | None) -> tuple[str, list[Any]]:
         id_col, ref_col = self.columns[0], self.columns[1]
@@ -202,18 +243,20 @@ class SqliteStore(DekStore):
             params.extend([partition.count, partition.index])
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def count(self, key_ref: str | None = None, partition: Partition = Partition()) -> int:
+    def count(self, key_ref: str | None = None, partition: Partition = WHOLE) -> int:
         where, params = self._where(partition, key_ref, None)
         return self.connection.execute(f"SELECT COUNT(*) FROM {self.table}{where}", params).fetchone()[0]
 
-    def batches(self, batch_size: int, partition: Partition = Partition(), key_ref: str | None = None,
-                after: str | None = None) -> Iterator[tuple[list[DataKey], str]]:
+    def batches(
+        self, batch_size: int, partition: Partition = WHOLE, key_ref: str | None = None, after: str | None = None
+    ) -> Iterator[tuple[list[DataKey], str]]:
         id_col, ref_col, ct_col, ctx_col = self.columns
         while True:
             where, params = self._where(partition, key_ref, after)
             rows = self.connection.execute(
-                f"SELECT {id_col}, {ref_col}, {ct_col}, {ctx_col} FROM {self.table}{where} "
-                f"ORDER BY {id_col} LIMIT ?", [*params, batch_size]).fetchall()
+                f"SELECT {id_col}, {ref_col}, {ct_col}, {ctx_col} FROM {self.table}{where} ORDER BY {id_col} LIMIT ?",
+                [*params, batch_size],
+            ).fetchall()
             if not rows:
                 return
             items = [DataKey(str(row[0]), row[1], row[2], row[3]) for row in rows]
@@ -221,14 +264,16 @@ class SqliteStore(DekStore):
             yield items, after
 
     def commit(self, updates: list[Update], progress: Progress) -> int:
-        id_col, ref_col, ct_col, _ = self.columns
+        id_col, ref_col, ct_col = self.columns[:3]
         cursor = self.connection.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
             applied = 0
             for update in updates:
-                cursor.execute(f"UPDATE {self.table} SET {ct_col} = ?, {ref_col} = ? WHERE {id_col} = ? AND {ct_col} = ?",
-                               (update.new_ciphertext, update.new_key_ref, update.id, update.old_ciphertext))
+                cursor.execute(
+                    f"UPDATE {self.table} SET {ct_col} = ?, {ref_col} = ? WHERE {id_col} = ? AND {ct_col} = ?",
+                    (update.new_ciphertext, update.new_key_ref, update.id, update.old_ciphertext),
+                )
                 applied += cursor.rowcount
             progress.done += applied
             self._write_progress(cursor, progress)
@@ -243,13 +288,23 @@ class SqliteStore(DekStore):
         cursor.execute(
             f"INSERT OR REPLACE INTO {PROGRESS_TABLE} (job, partition, cursor, done, failed, started, finished, updated)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (progress.job, progress.partition, progress.cursor, progress.done, progress.failed, progress.started,
-             progress.finished, iso_utc(utc_now())))
+            (
+                progress.job,
+                progress.partition,
+                progress.cursor,
+                progress.done,
+                progress.failed,
+                progress.started,
+                progress.finished,
+                iso_utc(utc_now()),
+            ),
+        )
 
     def load_progress(self, job: str, partition: str) -> Progress | None:
         row = self.connection.execute(
             f"SELECT cursor, done, failed, started, finished FROM {PROGRESS_TABLE} WHERE job = ? AND partition = ?",
-            (job, partition)).fetchone()
+            (job, partition),
+        ).fetchone()
         if row is None:
             return None
         return Progress(job, partition, row[0], row[1], row[2], row[3], row[4])
@@ -268,11 +323,22 @@ class JsonLinesStore(DekStore):
     """One JSON object a line. Committed batches go to a fsynced journal beside the file first; ``finish``
     rewrites the file atomically (temp file + rename) and drops the journal, so a killed run loses nothing."""
 
-    def __init__(self, path: str, id_column: str = "id", key_ref_column: str = "key_ref",
-                 ciphertext_column: str = "ciphertext", context_column: str = "context", **_: Any) -> None:
+    def __init__(
+        self,
+        path: str,
+        id_column: str = "id",
+        key_ref_column: str = "key_ref",
+        ciphertext_column: str = "ciphertext",
+        context_column: str = "context",
+        **_: Any,
+    ) -> None:
         if not path or not os.path.isfile(path):
-            raise InvalidInput("Open data-key store", None, f"JSON lines file '{path}' does not exist",
-                               "Set store.path to the file that holds the wrapped data keys")
+            raise InvalidInput(
+                "Open data-key store",
+                None,
+                f"JSON lines file '{path}' does not exist",
+                "Set store.path to the file that holds the wrapped data keys",
+            )
         self.path = path
         self.description = f"jsonl:{path}"
         self.journal_path = path + ".keyops-journal"
@@ -307,16 +373,24 @@ class JsonLinesStore(DekStore):
                     item_id = str(row[id_field])
                     ciphertext, key_ref = self.overlay.get(item_id, (row[ct_field], row[ref_field]))
                 except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise InvalidInput("Read data-key store", None, f"line {number} of '{self.path}' is not a data-key "
-                                       f"record ({type(error).__name__})", "Fix or remove that line") from error
+                    raise InvalidInput(
+                        "Read data-key store",
+                        None,
+                        f"line {number} of '{self.path}' is not a data-key record ({type(error).__name__})",
+                        "Fix or remove that line",
+                    ) from error
                 yield number, DataKey(item_id, key_ref, ciphertext, row.get(ctx_field))
 
-    def count(self, key_ref: str | None = None, partition: Partition = Partition()) -> int:
-        return sum(1 for _, item in self._rows()
-                   if (key_ref is None or item.key_ref == key_ref) and partition.owns(item.id))
+    def count(self, key_ref: str | None = None, partition: Partition = WHOLE) -> int:
+        return sum(
+            1
+            for _line, item in self._rows()
+            if (key_ref is None or item.key_ref == key_ref) and partition.owns(item.id)
+        )
 
-    def batches(self, batch_size: int, partition: Partition = Partition(), key_ref: str | None = None,
-                after: str | None = None) -> Iterator[tuple[list[DataKey], str]]:
+    def batches(
+        self, batch_size: int, partition: Partition = WHOLE, key_ref: str | None = None, after: str | None = None
+    ) -> Iterator[tuple[list[DataKey], str]]:
         start = int(after or 0)
         batch: list[DataKey] = []
         number = start
@@ -338,11 +412,14 @@ class JsonLinesStore(DekStore):
             os.fsync(journal.fileno())
 
     def commit(self, updates: list[Update], progress: Progress) -> int:
-        applied = [update for update in updates
-                   if self.overlay.get(update.id, (update.old_ciphertext,))[0] == update.old_ciphertext]
+        applied = [
+            update
+            for update in updates
+            if self.overlay.get(update.id, (update.old_ciphertext,))[0] == update.old_ciphertext
+        ]
         entries: list[dict[str, Any]] = [
-            {"id": update.id, "ciphertext": update.new_ciphertext, "key_ref": update.new_key_ref}
-            for update in applied]
+            {"id": update.id, "ciphertext": update.new_ciphertext, "key_ref": update.new_key_ref} for update in applied
+        ]
         progress.done += len(applied)
         entries.append({"progress": dataclasses.asdict(progress)})
         self._append_journal(entries)
@@ -361,7 +438,7 @@ class JsonLinesStore(DekStore):
     def finish(self) -> None:
         if not self.overlay:
             return
-        id_field, ref_field, ct_field, _ = self.fields
+        id_field, ref_field, ct_field = self.fields[:3]
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, temp_path = tempfile.mkstemp(prefix=".keyops-", dir=directory)
         try:
@@ -392,9 +469,16 @@ class JsonLinesStore(DekStore):
 def open_store(options: dict[str, Any]) -> DekStore:
     """Open the store described by the module's ``store`` option."""
     kind = options.get("type") or "sqlite"
-    columns = {name: options.get(name) or default for name, default in (
-        ("table", "data_keys"), ("id_column", "id"), ("key_ref_column", "key_ref"),
-        ("ciphertext_column", "ciphertext"), ("context_column", "context"))}
+    columns = {
+        name: options.get(name) or default
+        for name, default in (
+            ("table", "data_keys"),
+            ("id_column", "id"),
+            ("key_ref_column", "key_ref"),
+            ("ciphertext_column", "ciphertext"),
+            ("context_column", "context"),
+        )
+    }
     if kind == "sqlite":
         return SqliteStore(options["path"], **columns)
     if kind == "jsonl":
@@ -403,9 +487,13 @@ def open_store(options: dict[str, Any]) -> DekStore:
     url = options.get("url") or ""
     if url.startswith("sqlite:///"):
         # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
-        return SqliteStore(url[len("sqlite:///"):], **columns)
-    raise InvalidInput("Open data-key store", None, f"the URL scheme of '{url.split(':', 1)[0]}' is not supported",
-                       "Use a sqlite:/// URL, or store.type sqlite or jsonl")
+        return SqliteStore(url[len("sqlite:///") :], **columns)
+    raise InvalidInput(
+        "Open data-key store",
+        None,
+        f"the URL scheme of '{url.split(':', 1)[0]}' is not supported",
+        "Use a sqlite:/// URL, or store.type sqlite or jsonl",
+    )
 
 
 def partition_from(params: dict[str, Any]) -> Partition:

@@ -15,8 +15,9 @@ from typing import Any
 class KeyopsError(Exception):
     """A failure an operator can act on."""
 
-    def __init__(self, action: str, key_ref: str | None = None, reason: str = "", remedy: str | None = None,
-                 **details: Any) -> None:
+    def __init__(
+        self, action: str, key_ref: str | None = None, reason: str = "", remedy: str | None = None, **details: Any
+    ) -> None:
         self.action = action
         self.key_ref = key_ref
         self.reason = reason
@@ -65,7 +66,11 @@ class MissingLibrary(KeyopsError):
     """A Python library the operation needs is not installed on the host running the module."""
 
     def __init__(self, library: str, import_traceback: str | None = None) -> None:
-        super().__init__("Import", None, f"the Python library '{library}' is not installed",
-                         f"Install it on the host that runs the module (pip install {library})")
+        super().__init__(
+            "Import",
+            None,
+            f"the Python library '{library}' is not installed",
+            f"Install it on the host that runs the module (pip install {library})",
+        )
         self.library = library
         self.import_traceback = import_traceback

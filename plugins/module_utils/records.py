@@ -17,7 +17,7 @@ KEY_CLASSES = ("master-kek", "kek", "dek", "signing", "transport", "tls-cert")
 STATES = ("enabled", "disabled", "pending_deletion", "destroyed", "expired")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def utc_now() -> dt.datetime:
@@ -40,9 +40,9 @@ def parse_time(value: Any) -> dt.datetime | None:
             text = text[:-1] + "+00:00"
         # Vault answers with nanoseconds; Python reads at most microseconds.
         if "." in text:
-            head, _, tail = text.partition(".")
+            head, _dot, tail = text.partition(".")
             digits = "".join(ch for ch in tail if ch.isdigit())
-            zone = tail[len(digits):]
+            zone = tail[len(digits) :]
             text = f"{head}.{digits[:6]}{zone}"
         moment = dt.datetime.fromisoformat(text)
     if moment.tzinfo is None:

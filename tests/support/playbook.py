@@ -34,9 +34,17 @@ class PlaybookRun:
         raise KeyError(task_name)
 
 
-def run_playbook(playbook: str, *, check: bool = False, diff: bool = False, extra_vars: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None, verbosity: int = 0, timeout: int = 900,
-                 callback: str = "ansible.posix.json") -> PlaybookRun:
+def run_playbook(
+    playbook: str,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    extra_vars: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    verbosity: int = 0,
+    timeout: int = 900,
+    callback: str = "ansible.posix.json",
+) -> PlaybookRun:
     """Run a playbook file with the JSON callback; ``results`` lists every task's localhost result in order."""
     command = [ANSIBLE_PLAYBOOK, playbook]
     if check:
@@ -50,16 +58,19 @@ def run_playbook(playbook: str, *, check: bool = False, diff: bool = False, extr
         vars_file = handle.name
     command += ["-e", f"@{vars_file}"]
     run_env = dict(os.environ)
-    run_env.update({
-        "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": callback,
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    })
+    run_env.update(
+        {
+            "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
+            "ANSIBLE_STDOUT_CALLBACK": callback,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
+    )
     run_env.update(env or {})
     try:
-        done = subprocess.run(command, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        done = subprocess.run(
+            command, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout, check=False
+        )
     finally:
         os.unlink(vars_file)
     results: list[dict[str, Any]] = []
@@ -73,8 +84,13 @@ def run_playbook(playbook: str, *, check: bool = False, diff: bool = False, extr
     return PlaybookRun(done.returncode, done.stdout, done.stderr, results)
 
 
-def run_tasks(tasks: list[dict[str, Any]], *, module_defaults: dict[str, Any] | None = None,
-              play_vars: dict[str, Any] | None = None, **options: Any) -> PlaybookRun:
+def run_tasks(
+    tasks: list[dict[str, Any]],
+    *,
+    module_defaults: dict[str, Any] | None = None,
+    play_vars: dict[str, Any] | None = None,
+    **options: Any,
+) -> PlaybookRun:
     """Run a list of tasks as one play on localhost."""
     play: dict[str, Any] = {"name": "test play", "hosts": "localhost", "gather_facts": False, "tasks": tasks}
     if module_defaults:
@@ -106,7 +122,8 @@ def four_way(module: str, args: dict[str, Any], **options: Any) -> list[dict[str
         assert not result.get("failed"), result.get("msg")
         assert result.get("changed") is expect_changed, (
             f"{'check' if check else 'real'} run: changed={result.get('changed')}, expected {expect_changed}: "
-            f"{json.dumps(result)[:2000]}")
+            f"{json.dumps(result)[:2000]}"
+        )
         results.append(result)
     return results
 

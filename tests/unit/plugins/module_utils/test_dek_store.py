@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import (
     JsonLinesStore,
+    WHOLE,
     Partition,
     Progress,
     Update,
@@ -18,31 +19,39 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import Inva
 def sqlite_path(tmp_path):
     path = tmp_path / "deks.sqlite"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE data_keys (id TEXT PRIMARY KEY, key_ref TEXT NOT NULL, ciphertext TEXT NOT NULL,"
-                   " context TEXT)")
-        db.executemany("INSERT INTO data_keys VALUES (?, ?, ?, NULL)",
-                       [(f"dk-{n:05d}", "transit/k", f"vault:v1:{n}") for n in range(250)])
+        db.execute(
+            "CREATE TABLE data_keys (id TEXT PRIMARY KEY, key_ref TEXT NOT NULL, ciphertext TEXT NOT NULL,"
+            " context TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO data_keys VALUES (?, ?, ?, NULL)",
+            [(f"dk-{n:05d}", "transit/k", f"vault:v1:{n}") for n in range(250)],
+        )
     return str(path)
 
 
 @pytest.fixture
 def jsonl_path(tmp_path):
     path = tmp_path / "deks.jsonl"
-    path.write_text("".join(json.dumps({"id": f"dk-{n:05d}", "key_ref": "k", "ciphertext": f"vault:v1:{n}"}) + "\n"
-                            for n in range(250)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"dk-{n:05d}", "key_ref": "k", "ciphertext": f"vault:v1:{n}"}) + "\n" for n in range(250)
+        )
+    )
     return str(path)
 
 
-def rewrap_all(store, job, partition=Partition(), stop_after=None):
+def rewrap_all(store, job, partition=WHOLE, stop_after=None):
     progress = store.load_progress(job, partition.label) or Progress(job, partition.label)
-    batches = 0
-    for items, cursor in store.batches(40, partition, after=progress.cursor):
-        updates = [Update(item.id, item.ciphertext, item.ciphertext.replace("v1", "v2"), "k2")
-                   for item in items if item.ciphertext.startswith("vault:v1:")]
+    for batch_number, (items, cursor) in enumerate(store.batches(40, partition, after=progress.cursor), start=1):
+        updates = [
+            Update(item.id, item.ciphertext, item.ciphertext.replace("v1", "v2"), "k2")
+            for item in items
+            if item.ciphertext.startswith("vault:v1:")
+        ]
         progress.cursor = cursor
         store.commit(updates, progress)
-        batches += 1
-        if stop_after and batches == stop_after:
+        if stop_after and batch_number == stop_after:
             return progress
     store.finish()
     return progress
@@ -59,7 +68,7 @@ def test_interrupted_rewrap_resumes_without_loss_or_double_wrap(kind, sqlite_pat
     store = open_store({"type": kind, "path": path})  # a new run after the kill
     final = rewrap_all(store, "job")
     assert final.done == 250
-    ciphertexts = [item.ciphertext for items, _ in store.batches(1000) for item in items]
+    ciphertexts = [item.ciphertext for items, _cursor in store.batches(1000) for item in items]
     assert len(ciphertexts) == 250
     assert all(text.startswith("vault:v2:") for text in ciphertexts)
 
@@ -75,7 +84,7 @@ def test_partitions_are_disjoint_and_complete(sqlite_path):
     store = open_store({"type": "sqlite", "path": sqlite_path})
     seen = []
     for index in range(3):
-        seen += [item.id for items, _ in store.batches(50, Partition(index, 3)) for item in items]
+        seen += [item.id for items, _cursor in store.batches(50, Partition(index, 3)) for item in items]
     assert len(seen) == len(set(seen)) == 250
 
 
@@ -84,14 +93,18 @@ def test_jsonl_finish_leaves_no_journal_behind_and_keeps_mode(jsonl_path):
     store = JsonLinesStore(jsonl_path)
     rewrap_all(store, "job")
     assert oct(os.stat(jsonl_path).st_mode & 0o777) == "0o600"
-    assert all("v2" in json.loads(line)["ciphertext"] for line in open(jsonl_path))
+    with open(jsonl_path) as stream:
+        assert all("v2" in json.loads(line)["ciphertext"] for line in stream)
 
 
-@pytest.mark.parametrize(("options", "fragment"), [
-    ({"type": "sqlite", "path": "/nonexistent.sqlite"}, "does not exist"),
-    ({"type": "url", "url": "postgresql://db/x"}, "not supported"),
-    ({"type": "sqlite", "path": None, "table": "x; DROP"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"type": "sqlite", "path": "/nonexistent.sqlite"}, "does not exist"),
+        ({"type": "url", "url": "postgresql://db/x"}, "not supported"),
+        ({"type": "sqlite", "path": None, "table": "x; DROP"}, "does not exist"),
+    ],
+)
 def test_bad_store_options_fail_clearly(options, fragment):
     with pytest.raises(InvalidInput, match=fragment):
         open_store(options)
