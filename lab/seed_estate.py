@@ -37,6 +37,10 @@ KMS_DEK_TABLE = "kms_data_keys"
 
 Finding = dict[str, str]
 
+HSM_CURVE_NAMES = {"secp384r1": "EC-P384", "secp256r1": "EC-P256"}
+# What the register claims per class (the policy's cryptoperiods); HSM keys have no automatic rotation.
+HSM_ROTATION_DAYS = {"master-kek": 365, "transport": 365, "kek": 730, "dek": 730, "signing": 1095}
+
 
 def _finding(code: str, message: str) -> Finding:
     return {"code": code, "message": message}
@@ -110,7 +114,10 @@ def transit_plans(today: str, year_ago: str) -> list[dict[str, Any]]:
             "key_class": "signing",
             "owner": "billing",
             "purpose": "signs PDF invoices",
-            "findings": [_finding("weak_key_size", "rsa-2048 is below the 3072-bit minimum for signing keys")],
+            "findings": [
+                _finding("algorithm_not_approved", "rsa-2048 is not approved for new keys"),
+                _finding("key_too_short", "rsa-2048 is below the 3072-bit minimum for signing keys"),
+            ],
         },
         {
             "name": "legacy-billing-kek",
@@ -121,8 +128,9 @@ def transit_plans(today: str, year_ago: str) -> list[dict[str, Any]]:
             "owner": "billing",
             "purpose": "wraps billing export keys (legacy)",
             "findings": [
-                _finding("bad_name", "name does not follow ENV-PURPOSE-TYPE-YYYYMMDD"),
-                _finding("legacy_algorithm", "aes128-gcm96: AES-128 is legacy for KEKs, use aes256-gcm96"),
+                _finding("name_nonconforming", "name does not follow ENV-PURPOSE-TYPE-YYYYMMDD"),
+                _finding("algorithm_not_approved", "aes128-gcm96 is not approved, use aes256-gcm96"),
+                _finding("key_too_short", "AES-128 is below the 256-bit minimum"),
                 _finding("rotation_disabled", "auto_rotate_period is 0"),
             ],
         },
@@ -147,19 +155,19 @@ def transit_plans(today: str, year_ago: str) -> list[dict[str, Any]]:
             "owner": "data-platform",
             "purpose": "moves keys to the analytics partner",
             "findings": [
-                _finding("exportable", "exportable is true: key material can leave Vault"),
-                _finding("plaintext_backup", "allow_plaintext_backup is true"),
+                _finding("exportable_key", "exportable is true: key material can leave Vault"),
+                _finding("plaintext_backup_allowed", "allow_plaintext_backup is true"),
             ],
         },
         {
-            "name": f"staging-scratch-dek-{today}",
+            "name": f"staging-batch-kek-{today}",
             "type": "aes256-gcm96",
-            "auto_rotate_days": 30,
+            "auto_rotate_days": 90,
             "versions": 1,
             "deletion_allowed": True,
-            "key_class": "dek",
+            "key_class": "kek",
             "owner": "orders-platform",
-            "purpose": "staging load tests",
+            "purpose": "wraps staging batch-job keys",
             "findings": [_finding("deletion_allowed", "deletion_allowed is true: one call destroys every version")],
         },
     ]
@@ -307,7 +315,10 @@ def kms_plans(today: str) -> list[dict[str, Any]]:
             "owner": "integrations",
             "key_class": "transport",
             "purpose": "partners wrap files for us",
-            "findings": [_finding("weak_key_size", "RSA_2048 is below the 3072-bit minimum")],
+            "findings": [
+                _finding("algorithm_not_approved", "RSA_2048 is not approved for new keys"),
+                _finding("key_too_short", "RSA_2048 is below the 3072-bit minimum"),
+            ],
         },
         {
             "alias": f"prod-receipts-sign-{today}",
@@ -428,15 +439,15 @@ def pkcs11_plans(today: str) -> list[dict[str, Any]]:
             "findings": [],
         },
         {
-            "label": f"prod-cards-kek-{today}",
+            "label": f"prod-cards-dek-{today}",
             "id": "0003",
             "type": "aes",
             "bits": 256,
             "extractable": True,
-            "wrap": True,
-            "key_class": "kek",
+            "wrap": False,
+            "key_class": "dek",
             "owner": "payments-platform",
-            "purpose": "wraps card vault keys; extractable so it can be backed up under the transport key",
+            "purpose": "encrypts card vault records; extractable so it can be backed up under the transport key",
             "findings": [],
         },
         {
@@ -461,7 +472,10 @@ def pkcs11_plans(today: str) -> list[dict[str, Any]]:
             "key_class": "signing",
             "owner": "legal",
             "purpose": "signs contracts",
-            "findings": [_finding("weak_key_size", "RSA-2048 is below the 3072-bit minimum for signing keys")],
+            "findings": [
+                _finding("algorithm_not_approved", "RSA-2048 is not approved for new keys"),
+                _finding("key_too_short", "RSA-2048 is below the 3072-bit minimum for signing keys"),
+            ],
         },
         {
             "label": f"prod-tokens-sign-{today}",
@@ -566,7 +580,7 @@ def seed_certificates(state: dict[str, Any]) -> dict[str, Any]:
             now - 70 * day,
             now + 20 * day,
             "expiring",
-            [_finding("expiring", "expires in 20 days (under 30)")],
+            [_finding("cert_expiring", "expires in 20 days (under 30)")],
         ),
         (
             "old-portal-expired.pem",
@@ -576,7 +590,7 @@ def seed_certificates(state: dict[str, Any]) -> dict[str, Any]:
             now - 400 * day,
             now - 35 * day,
             "expired",
-            [_finding("expired", "expired 35 days ago")],
+            [_finding("cert_expired", "expired 35 days ago")],
         ),
         (
             "legacy-vpn-weak.pem",
@@ -586,7 +600,7 @@ def seed_certificates(state: dict[str, Any]) -> dict[str, Any]:
             now - 30 * day,
             now + 300 * day,
             "weak",
-            [_finding("weak_key_size", "RSA-1024 key (SHA-256 signature; cryptography refuses SHA-1)")],
+            [_finding("key_too_short", "RSA-1024 key (SHA-256 signature; cryptography refuses SHA-1)")],
         ),
         (
             "partners-bundle.pem",
@@ -606,7 +620,7 @@ def seed_certificates(state: dict[str, Any]) -> dict[str, Any]:
             now - 1 * day,
             now + 6 * day,
             "expiring",
-            [_finding("expiring", "expires in 6 days (under 30)")],
+            [_finding("cert_expiring", "expires in 6 days (under 30)")],
         ),
         (
             "svc-orders-client.p12",
@@ -726,12 +740,21 @@ def build_register(summary: dict[str, Any], today: str, db_path: Path) -> tuple[
         algorithm, rotation = key["type"], key["auto_rotate_days"]
         if key["name"] == "legacy-billing-kek":
             algorithm = "aes256-gcm96"
-            mismatches.append({"name": key["name"], "field": "algorithm", "register": algorithm, "actual": key["type"]})
+            mismatches.append(
+                {
+                    "name": key["name"],
+                    "code": "drift_algorithm",
+                    "field": "algorithm",
+                    "register": algorithm,
+                    "actual": key["type"],
+                }
+            )
         if key["name"] == f"prod-reports-kek-{today}":
             rotation = 90
             mismatches.append(
                 {
                     "name": key["name"],
+                    "code": "drift_rotation",
                     "field": "rotation_period_days",
                     "register": rotation,
                     "actual": key["auto_rotate_days"],
@@ -772,7 +795,15 @@ def build_register(summary: dict[str, Any], today: str, db_path: Path) -> tuple[
         owner = key["owner"] or "data-platform"
         if key["alias"] == f"prod-orders-kek-{today}":
             owner = "payments-platform"
-            mismatches.append({"name": key["alias"], "field": "owner", "register": owner, "actual": key["owner"]})
+            mismatches.append(
+                {
+                    "name": key["alias"],
+                    "code": "drift_owner",
+                    "field": "owner",
+                    "register": owner,
+                    "actual": key["owner"],
+                }
+            )
         stores = (
             [{"path": str(db_path), "table": KMS_DEK_TABLE}]
             if key["arn"] == summary["kms_data_keys"]["key_ref"]
@@ -795,7 +826,8 @@ def build_register(summary: dict[str, Any], today: str, db_path: Path) -> tuple[
 
     hsm = summary["pkcs11"]
     for key in hsm["keys"]:
-        algorithm = f"{key['type']}-{key['bits']}" if key["type"] != "ec" else f"ec-{key['curve']}"
+        # PKCS#11-style names (AES-256, RSA-3072, EC-P384), as the policy's approved list spells them.
+        algorithm = f"{key['type'].upper()}-{key['bits']}" if key["type"] != "ec" else HSM_CURVE_NAMES[key["curve"]]
         entries.append(
             _entry(
                 key["label"],
@@ -805,7 +837,7 @@ def build_register(summary: dict[str, Any], today: str, db_path: Path) -> tuple[
                 key["owner"],
                 key["purpose"],
                 algorithm,
-                365 if key["key_class"] != "master-kek" else 1095,
+                HSM_ROTATION_DAYS[key["key_class"]],
                 "wrapped under prod-backup-transport in s3://keyops-lab-backups/hsm/",
             )
         )
@@ -819,12 +851,13 @@ def build_register(summary: dict[str, Any], today: str, db_path: Path) -> tuple[
                 "tls-cert",
                 "platform",
                 "TLS for " + cert["common_name"],
-                cert["key_algorithm"],
+                cert["key_algorithm"].upper(),
                 90,
                 "none (reissue)",
             )
         )
 
+    # The policy's finding codes for these: missing_from_backend, not_in_register, drift_* (in mismatches).
     drift = {
         "in_register_not_in_backend": [ghost_name],
         "in_backend_not_in_register": [missing_name],
