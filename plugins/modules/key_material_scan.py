@@ -16,7 +16,7 @@ description:
     as base64 or hex strings of a key's length under names that say key, secret, kek, dek, encryption or master.
   - For configuration files, C(detect-secrets) confirms each candidate as a secret; the collection's own rules
     decide from the name and the decoded length that it is a key.
-  - Returns one KeyRecord per finding, with backend V(file). The key values are parsed in memory only: they are
+  - Returns one KeyRecord per finding, with backend V(file). The key values are parsed in memory only; they are
     never returned, logged or written; a SHA-256 fingerprint of the public part (or of a symmetric key) identifies
     each key instead.
 author:
