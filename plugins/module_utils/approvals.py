@@ -467,6 +467,9 @@ def verify_ssh_signature(
     principals = [line.strip() for line in out.splitlines() if line.strip()] if rc == 0 else []
     if not principals:
         raise SignatureRefused(_explain_no_principal(sig, signers, now), fingerprint=sig.fingerprint)
+    # ssh-keygen names only the first principal holding the key; a key shared by several people proves no one.
+    holders = {name for entry in signers if entry.key_blob == sig.key_blob for name in entry.principals}
+    principals = sorted(set(principals) | holders) if len(holders) > 1 else principals
     if len(principals) > 1:
         raise SignatureRefused(
             f"key {sig.fingerprint} is listed for several principals ({', '.join(principals)}); one approver, one key",
