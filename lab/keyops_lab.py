@@ -191,13 +191,13 @@ def stop_groups(
     processes: dict[str, dict[str, Any]],
     children: dict[str, subprocess.Popen[bytes]] | None = None,
     timeout: float = STOP_TIMEOUT_S,
-) -> list[str]:
-    """SIGTERM every recorded group whose leader is still ours, SIGKILL what is left; return names that survived."""
-    targets = {
-        name: info["pid"]
-        for name, info in processes.items()
-        if process_alive(info["pid"], info.get("program")) or group_members(info["pid"])
-    }
+) -> tuple[list[str], list[str]]:
+    """SIGTERM each recorded group whose leader is still the program we started, SIGKILL what is left.
+
+    Returns (names stopped, names that survived). A leader that is gone, or whose pid now runs something else,
+    is left alone: its pid may belong to someone else by now.
+    """
+    targets = {name: info["pid"] for name, info in processes.items() if process_alive(info["pid"], info.get("program"))}
     for pgid in targets.values():
         _signal_group(pgid, signal.SIGTERM)
 
@@ -211,7 +211,8 @@ def stop_groups(
 
     time.sleep(0.2)
     _reap(children)
-    return [name for name, pgid in targets.items() if group_members(pgid)]
+    survivors = [name for name, pgid in targets.items() if group_members(pgid)]
+    return [name for name in targets if name not in survivors], survivors
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -809,14 +810,14 @@ def softhsm_health(environment: dict[str, str]) -> tuple[bool, str]:
 def command_up(lab: Lab, _args: argparse.Namespace) -> int:
     started = time.monotonic()
     state = lab.load()
-    if state and state.get("status") == "up":
-        health = lab_health(lab, state)
-        if all(up for up, _ in health.values()):
-            print(f"lab already up in {lab.state_dir} (port base {state['port_base']}); nothing to do")
-            return 0
-        if any(process_alive(info["pid"], info.get("program")) for info in state["processes"].values()):
-            down = ", ".join(name for name, (up, _) in health.items() if not up)
-            raise LabError(f"lab in {lab.state_dir} is partly up ({down} down); run `down` and then `up` again")
+    if state and state.get("status") == "up" and all(up for up, _ in lab_health(lab, state).values()):
+        print(f"lab already up in {lab.state_dir} (port base {state['port_base']}); nothing to do")
+        return 0
+    if state and any(process_alive(info["pid"], info.get("program")) for info in state["processes"].values()):
+        raise LabError(
+            f"lab in {lab.state_dir} is partly up (status: {state.get('status')}); run `status` to see what is "
+            "down, then `down` and `up` again"
+        )
 
     busy = [f"{name}={lab.port(name)}" for name in PORT_OFFSETS if port_in_use(lab.port(name))]
     if busy:
@@ -965,13 +966,13 @@ def command_down(lab: Lab, args: argparse.Namespace) -> int:
     if not state:
         print(f"no lab in {lab.state_dir}; nothing to stop")
     else:
-        survivors = stop_groups(state.get("processes", {}))
+        stopped, survivors = stop_groups(state.get("processes", {}))
         if survivors:
             raise LabError(f"could not stop {', '.join(survivors)}; see the pids in {lab.lab_json}")
         state["status"] = "down"
         state["stopped_at"] = labpki.utc_now().isoformat()
         write_json_private(lab.lab_json, state)
-        print(f"lab down: stopped {', '.join(state.get('processes', {})) or 'nothing'} in {lab.state_dir}")
+        print(f"lab down in {lab.state_dir}: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
     if args.purge and lab.state_dir.exists():
         if not lab.path(STATE_MARKER).exists():
             raise LabError(f"{lab.state_dir} was not made by the lab; not removing it")
