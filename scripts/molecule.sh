@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run every molecule scenario under extensions/molecule against a lab of their own,
+# started and seeded here and stopped on the way out.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$root/.venv/bin:$PATH"
+export KEYOPS_LAB_DIR="${KEYOPS_MOLECULE_LAB_DIR:-$root/.build/molecule-lab}"
+export KEYOPS_LAB_PORT_BASE="${KEYOPS_MOLECULE_PORT_BASE:-38200}"
+export ANSIBLE_COLLECTIONS_PATH="$root/.build/collections"
+export ANSIBLE_CONFIG="$root/ansible.cfg"
+
+scenarios=$(find extensions/molecule -mindepth 2 -maxdepth 2 -name molecule.yml 2>/dev/null | wc -l)
+if [ "$scenarios" -eq 0 ]; then
+  echo "molecule: no scenarios under extensions/molecule" >&2
+  exit 1
+fi
+
+trap '.venv/bin/python lab/keyops_lab.py down >/dev/null 2>&1 || true' EXIT
+.venv/bin/python lab/keyops_lab.py up
+.venv/bin/python lab/keyops_lab.py seed
+# shellcheck disable=SC1091
+source "$KEYOPS_LAB_DIR/env.sh"
+cd extensions
+molecule test --all
