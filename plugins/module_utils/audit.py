@@ -9,6 +9,8 @@ PINs, tokens, plaintexts and ciphertexts out of every sink.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from ansible_collections.keyops.runbooks.plugins.module_utils.canonical import digest
@@ -217,16 +219,37 @@ def chain_event(event: dict[str, Any], prev_hash: str) -> dict[str, Any]:
 
 
 # Fields the callback adds around a module's event; with EVENT_FIELDS they are everything a chained event holds.
-CONTEXT_FIELDS = ("ts", "run_id", "seq", "operator", "host", "playbook", "play", "task", "module", "awx_job_id",
-                  "awx_user", "prev_hash", "hash")
+CONTEXT_FIELDS = (
+    "ts",
+    "run_id",
+    "seq",
+    "operator",
+    "host",
+    "playbook",
+    "play",
+    "task",
+    "module",
+    "awx_job_id",
+    "awx_user",
+    "prev_hash",
+    "hash",
+)
 ANCHOR_TYPE = "keyops.audit.anchor"
 
 
-def anchor_record(run_id: str, last_seq: int, last_hash: str, count: int, first_prev_hash: str,
-                  ts: str) -> dict[str, Any]:
+def anchor_record(
+    run_id: str, last_seq: int, last_hash: str, count: int, first_prev_hash: str, ts: str
+) -> dict[str, Any]:
     """The run summary written to a second sink, so a log cut after its last anchored event is detectable."""
-    return {"type": ANCHOR_TYPE, "run_id": run_id, "last_seq": last_seq, "last_hash": last_hash, "count": count,
-            "first_prev_hash": first_prev_hash, "ts": ts}
+    return {
+        "type": ANCHOR_TYPE,
+        "run_id": run_id,
+        "last_seq": last_seq,
+        "last_hash": last_hash,
+        "count": count,
+        "first_prev_hash": first_prev_hash,
+        "ts": ts,
+    }
 
 
 def parse_record(line: str) -> dict[str, Any] | None:
@@ -261,11 +284,12 @@ def _broken(line: int, event: dict[str, Any] | None, code: str, reason: str) -> 
     return {"line": line, "seq": event.get("seq"), "run_id": event.get("run_id"), "code": code, "reason": reason}
 
 
-def _link_break(index: int, events: list[tuple[int, dict[str, Any] | None]], expected_prev: str,
-                seen: set[str]) -> tuple[str, str]:
+def _link_break(
+    index: int, events: list[tuple[int, dict[str, Any] | None]], expected_prev: str, seen: set[str]
+) -> tuple[str, str]:
     """Name what most likely happened where an event does not link to the one before it."""
     prev_hash = events[index][1]["prev_hash"]  # type: ignore[index]
-    later = {event.get("hash") for _, event in events[index + 1:] if event}
+    later = {event.get("hash") for _, event in events[index + 1 :] if event}
     following = events[index + 1][1] if index + 1 < len(events) else None
     if prev_hash in later:
         return "reordered", "links to an event that comes later in the log: events were moved"
@@ -276,28 +300,37 @@ def _link_break(index: int, events: list[tuple[int, dict[str, Any] | None]], exp
     return "deleted", "links to an event that is not in the log: the event before it was deleted or rewritten"
 
 
-def verify_chain(lines: Iterable[str], anchors: list[dict[str, Any]] | None = None,
-                 start_hash: str = GENESIS_HASH) -> dict[str, Any]:
+def verify_chain(
+    lines: Iterable[str], anchors: list[dict[str, Any]] | None = None, start_hash: str = GENESIS_HASH
+) -> dict[str, Any]:
     """Check every event's hash and link, then the anchors; report the first break.
 
     ``anchors`` are run summaries from a second sink (anchor records found in ``lines`` are used too). A run
     whose anchored last event is missing or differs means the log was cut or rewritten after that point.
     """
     events, inline_anchors = read_records(lines)
-    report: dict[str, Any] = {"ok": True, "count": 0, "runs": 0, "last_hash": start_hash, "first_broken": None,
-                              "anchors_checked": 0}
+    report: dict[str, Any] = {
+        "ok": True,
+        "count": 0,
+        "runs": 0,
+        "last_hash": start_hash,
+        "first_broken": None,
+        "anchors_checked": 0,
+    }
     expected_prev = start_hash
     seen: set[str] = {start_hash}
     by_run: dict[str, dict[int, str]] = {}
 
     for index, (line, event) in enumerate(events):
         if event is None or not isinstance(event.get("hash"), str) or not isinstance(event.get("prev_hash"), str):
-            report["first_broken"] = _broken(line, event, "malformed", "not an audit event (unreadable JSON or "
-                                             "no hash/prev_hash)")
+            report["first_broken"] = _broken(
+                line, event, "malformed", "not an audit event (unreadable JSON or no hash/prev_hash)"
+            )
             break
         if event_hash(event) != event["hash"]:
-            report["first_broken"] = _broken(line, event, "edited", "the event's content does not match its hash: "
-                                             "it was edited")
+            report["first_broken"] = _broken(
+                line, event, "edited", "the event's content does not match its hash: it was edited"
+            )
             break
         if event["prev_hash"] != expected_prev:
             code, reason = _link_break(index, events, expected_prev, seen)
@@ -316,20 +349,40 @@ def verify_chain(lines: Iterable[str], anchors: list[dict[str, Any]] | None = No
     return report
 
 
-def _check_anchors(by_run: dict[str, dict[int, str]], anchors: list[dict[str, Any]],
-                   report: dict[str, Any]) -> dict[str, Any] | None:
+def _check_anchors(
+    by_run: dict[str, dict[int, str]], anchors: list[dict[str, Any]], report: dict[str, Any]
+) -> dict[str, Any] | None:
     for anchor in anchors:
         run_id, last_seq = str(anchor.get("run_id")), anchor.get("last_seq")
         report["anchors_checked"] += 1
         run = by_run.get(run_id)
         where = {"line": None, "seq": last_seq, "run_id": run_id}
         if not run:
-            return dict(where, code="truncated", reason="the anchor names a run that is not in the log: the run was "
-                        "cut off the log")
+            return dict(
+                where,
+                code="truncated",
+                reason="the anchor names a run that is not in the log: the run was cut off the log",
+            )
         if last_seq not in run:
-            return dict(where, code="truncated", reason=f"the log ends this run at seq {max(run)}, the anchor at "
-                        f"seq {last_seq}: the tail was cut")
+            return dict(
+                where,
+                code="truncated",
+                reason=f"the log ends this run at seq {max(run)}, the anchor at seq {last_seq}: the tail was cut",
+            )
         if run[last_seq] != anchor.get("last_hash"):
-            return dict(where, code="anchor_mismatch", reason="the anchored last event has another hash in the "
-                        "log: the chain was rewritten")
+            return dict(
+                where,
+                code="anchor_mismatch",
+                reason="the anchored last event has another hash in the log: the chain was rewritten",
+            )
     return None
+
+
+def verify_log(path: str, anchor_path: str | None = None, start_hash: str = GENESIS_HASH) -> dict[str, Any]:
+    """Verify a JSON-lines (or syslog) audit log file against the anchors in ``anchor_path``, if given."""
+    anchors: list[dict[str, Any]] = []
+    if anchor_path:
+        with open(anchor_path, encoding="utf-8", errors="replace") as stream:
+            anchors = read_records(stream)[1]
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        return verify_chain(stream, anchors, start_hash)
