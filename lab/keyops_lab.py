@@ -810,7 +810,7 @@ def softhsm_health(environment: dict[str, str]) -> tuple[bool, str]:
 def command_up(lab: Lab, _args: argparse.Namespace) -> int:
     started = time.monotonic()
     state = lab.load()
-    if state and state.get("status") == "up" and all(up for up, _ in lab_health(lab, state).values()):
+    if state and state.get("status") == "up" and all(up for up, _detail in lab_health(lab, state).values()):
         print(f"lab already up in {lab.state_dir} (port base {state['port_base']}); nothing to do")
         return 0
     if state and any(process_alive(info["pid"], info.get("program")) for info in state["processes"].values()):
@@ -958,7 +958,7 @@ def command_status(lab: Lab, args: argparse.Namespace) -> int:
         print(f"lab in {lab.state_dir} (port base {state['port_base']}), seeded: {'yes' if seeded else 'no'}")
         for name, (up, detail) in health.items():
             print(f"  {name:<14} {'up' if up else 'DOWN':<5} {detail}")
-    return 0 if all(up for up, _ in health.values()) else 1
+    return 0 if all(up for up, _detail in health.values()) else 1
 
 
 def command_down(lab: Lab, args: argparse.Namespace) -> int:
@@ -1007,7 +1007,7 @@ def command_seed(lab: Lab, args: argparse.Namespace) -> int:
         return 0
     if lab.path("seed.started").exists():
         raise LabError("an earlier seed stopped half way; run `down` and `up` for a fresh lab, then `seed`")
-    down = [name for name, (up, _) in lab_health(lab, state).items() if not up]
+    down = [name for name, (up, _detail) in lab_health(lab, state).items() if not up]
     if down:
         raise LabError(f"cannot seed: {', '.join(down)} down; run `status`, then `down` and `up`")
 
@@ -1027,7 +1027,7 @@ def command_seed(lab: Lab, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="keyops_lab.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="keyops_lab.py", description=__doc__.split("\n\n", maxsplit=1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start the lab (idempotent)")
     commands.add_parser("seed", help="plant the demo estate (once per lab)")

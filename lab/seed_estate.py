@@ -182,7 +182,7 @@ def _create_transit_key(client: Any, plan: dict[str, Any], mount: str = TRANSIT_
         if plan.get(flag):
             params[flag] = True
     client.adapter.post(f"/v1/{mount}/keys/{plan['name']}", json=params)
-    for _ in range(plan["versions"] - 1):
+    for _version in range(plan["versions"] - 1):
         client.secrets.transit.rotate_key(plan["name"], mount_point=mount)
     if plan.get("deletion_allowed"):
         client.secrets.transit.update_key_configuration(plan["name"], deletion_allowed=True, mount_point=mount)
@@ -219,7 +219,7 @@ def seed_vault(state: dict[str, Any], today: str, year_ago: str, db_path: Path) 
         info = client.secrets.transit.read_key(plan["name"], mount_point=TRANSIT_MOUNT)["data"]
         keys.append({**plan, "latest_version": info["latest_version"], "compliant": not plan["findings"]})
     by_version: dict[str, int] = {}
-    for _, _, ciphertext in rows:
+    for _id, _key_ref, ciphertext in rows:
         version = ciphertext.split(":")[1].removeprefix("v")
         by_version[version] = by_version.get(version, 0) + 1
     return {
@@ -243,7 +243,7 @@ def _wrap_transit_data_keys(client: Any, kek: str) -> list[tuple[str, str, str]]
     ciphertexts: list[str] = []
     for version, count in TRANSIT_DEKS_BY_VERSION.items():
         for batch in _chunks(list(range(count)), TRANSIT_BATCH):
-            items = [{"plaintext": _b64(os.urandom(32)), "key_version": version} for _ in batch]
+            items = [{"plaintext": _b64(os.urandom(32)), "key_version": version} for _item in batch]
             result = client.secrets.transit.encrypt_data(kek, batch_input=items, mount_point=TRANSIT_MOUNT)
             for item in result["data"]["batch_results"]:
                 if item.get("error"):
