@@ -26,7 +26,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import InvalidInput, MissingLibrary
-from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy
+from ansible_collections.keyops.runbooks.plugins.module_utils.policy import (
+    evaluate_record,
+    merge_findings,
+    merged_policy,
+)
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import KeyRecord, finding, iso_utc, parse_time
 
 try:
@@ -578,8 +582,6 @@ def describe(
         created=iso_utc(not_before),
         expires=iso_utc(not_after),
         next_rotation_due=iso_utc(renewal_due),
-        rotation_period_days=max(1, round(lifetime / DAY)),
-        last_rotated=iso_utc(not_before),
         state="expired" if expired else "enabled",
         exportable=None,
     )
@@ -613,62 +615,70 @@ def describe(
     return record, problems
 
 
+# Findings this module decides itself; the rest (key sizes, approved curves and families, validity length) come
+# from the collection's policy checks, so every inventory reports them the same way.
+OWN_CODES = frozenset(
+    {
+        "cert_expired",
+        "cert_expiring",
+        "not_yet_valid",
+        "weak_signature",
+        "name_mismatch",
+        "incomplete_chain",
+        "untrusted_chain",
+        "chain_order",
+        "unreadable_field",
+    }
+)
+
+
 def certificate_findings(
     record: KeyRecord, options: ScanOptions, not_before: dt.datetime, not_after: dt.datetime
 ) -> list[dict[str, str]]:
-    policy = merged_policy(options.policy)
+    rules = merged_policy(options.policy)
     facts = record.extra
-    found = []
+
+    def add(code: str, default: str, message: str) -> None:
+        found.append(finding(code, rules["finding_severities"].get(code, default), message))
+
+    found: list[dict[str, str]] = []
     days_left = facts["days_left"]
     if options.as_of > not_after:
-        found.append(finding("expired", "critical", f"expired on {facts['not_after']} ({-days_left} day(s) ago)"))
+        add("cert_expired", "high", f"expired on {facts['not_after']} ({-days_left} day(s) ago)")
     elif days_left < options.window_days:
-        found.append(
-            finding(
-                "expiring",
-                "high" if days_left < 7 else "medium",
-                f"expires on {facts['not_after']}, {days_left} day(s) left (window {options.window_days} days)",
-            )
+        add(
+            "cert_expiring",
+            "medium",
+            f"expires on {facts['not_after']}, {days_left} day(s) left (window {options.window_days} days)",
         )
     if options.as_of < not_before:
-        found.append(finding("not_yet_valid", "medium", f"valid only from {facts['not_before']}"))
+        add("not_yet_valid", "medium", f"valid only from {facts['not_before']}")
 
-    if facts["key_type"] == "RSA":
-        # Policy may accept RSA-2048 on TLS certificates (min_rsa_bits_tls) while wanting 3072 elsewhere.
-        minimum = policy["min_rsa_bits_tls"] if record.key_class == "tls-cert" else policy["min_rsa_bits"]
-        if facts["key_size"] < minimum:
-            found.append(
-                finding("weak_key", "high", f"RSA-{facts['key_size']} is below the policy minimum of {minimum} bits")
-            )
-    elif facts["key_type"] == "EC" and facts["curve"] not in policy["approved_curves"]:
-        found.append(finding("weak_key", "high", f"curve {facts['curve']} is not an approved curve"))
-    elif facts["key_type"] == "DSA":
-        found.append(finding("weak_key", "high", f"DSA-{facts['key_size']} keys are no longer approved"))
-
-    weak_hashes = [name.lower() for name in policy["weak_signature_hashes"]] + ["md2"]
-    if facts["signature_hash"] and facts["signature_hash"].lower() in weak_hashes and not facts["self_signed"]:
-        found.append(finding("weak_signature", "high", f"signed with {facts['signature_algorithm']}"))
-    elif facts["signature_hash"] and facts["signature_hash"].lower() in weak_hashes:
-        # A trust anchor's self-signature is not relied on, but the certificate still says SHA-1/MD5.
-        found.append(finding("weak_signature", "low", f"self-signed with {facts['signature_algorithm']}"))
+    weak_hashes = [name.lower() for name in rules["weak_signature_hashes"]] + ["md2"]
+    if facts["signature_hash"] and facts["signature_hash"].lower() in weak_hashes:
+        if facts["self_signed"]:
+            # Nobody relies on a trust anchor's self-signature, but the certificate still says SHA-1/MD5.
+            found.append(finding("weak_signature", "low", f"self-signed with {facts['signature_algorithm']}"))
+        else:
+            add("weak_signature", "high", f"signed with {facts['signature_algorithm']}")
 
     if facts["name_matches"] is False:
-        found.append(
-            finding(
-                "name_mismatch",
-                "high",
-                f"does not cover {', '.join(facts['names_asked'])} (SANs: {', '.join(facts['sans'] or []) or 'none'})",
-            )
+        add(
+            "name_mismatch",
+            "high",
+            f"does not cover {', '.join(facts['names_asked'])} (SANs: {', '.join(facts['sans'] or []) or 'none'})",
         )
     if facts["chain_complete"] is False:
-        found.append(finding("incomplete_chain", "high", facts["chain_problem"] or "the served chain is incomplete"))
+        add("incomplete_chain", "high", facts["chain_problem"] or "the served chain is incomplete")
     elif facts["chain_verified"] is False:
-        found.append(finding("untrusted_chain", "high", facts["chain_problem"] or "the chain does not verify"))
+        add("untrusted_chain", "high", facts["chain_problem"] or "the chain does not verify")
     if facts["chain_in_order"] is False and facts["chain_complete"]:
-        found.append(finding("chain_order", "low", "the served chain is not in issuing order"))
+        add("chain_order", "low", "the served chain is not in issuing order")
     if facts["errors"]:
-        found.append(finding("unreadable_field", "medium", "; ".join(facts["errors"])))
-    return found
+        add("unreadable_field", "medium", "; ".join(facts["errors"]))
+
+    shared = [item for item in evaluate_record(record, options.policy, options.as_of) if item["code"] not in OWN_CODES]
+    return merge_findings(found, shared)
 
 
 def source_label(source: dict[str, Any]) -> str:
