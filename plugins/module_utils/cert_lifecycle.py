@@ -241,10 +241,24 @@ def verify_installed(target: CertTarget, expected_serial: str) -> dict[str, Any]
     return {"readable": True, "key_matches": True, "names_covered": True}
 
 
+def preflight(target: CertTarget) -> None:
+    """Refuse before ordering when a target folder cannot be written: better no certificate than one stranded."""
+    for role, path in target.paths().items():
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise InvalidInput(
+                "Renew certificate",
+                target.name,
+                f"the folder of {role}_path '{path}' does not exist or is not writable",
+                f"Create '{folder}' writable for the user running the task, or fix {role}_path",
+            )
+
+
 def renew_one(
     target: CertTarget, session: AcmeSession, timeout: int, preferred_chain: str | None, backup: bool
 ) -> dict[str, Any]:
     """Issue, install and verify one certificate. Raises a KeyopsError; issued material survives any failure."""
+    preflight(target)
     key = new_private_key(target.key_type)
     pending_key = target.key_path + PENDING_SUFFIX
     pending_chain = target.cert_path + PENDING_SUFFIX
