@@ -76,7 +76,8 @@ def run_playbook(
     results: list[dict[str, Any]] = []
     if callback == "ansible.posix.json":
         start = done.stdout.find("{")
-        report = json.loads(done.stdout[start:]) if start >= 0 else {"plays": []}
+        # raw_decode: callbacks (the audit one at -vv) may print lines after the JSON document.
+        report = json.JSONDecoder().raw_decode(done.stdout[start:])[0] if start >= 0 else {"plays": []}
         for play in report.get("plays", []):
             for task in play.get("tasks", []):
                 for result in task.get("hosts", {}).values():
