@@ -65,6 +65,12 @@ DEFAULT_POLICY: dict[str, Any] = {
     # Classes whose keys may be exportable; a master key never is (see master_keys_exportable).
     "exportable_allowed_classes": ["dek", "tls-cert"],
     "deletion_protected_classes": ["master-kek", "kek", "signing"],
+    # Labels a backend must carry on each key, where it has labels (KMS tags): the register is not the only record.
+    "required_tags": {"aws_kms": ["owner"]},
+    # CA certificates met in chains and bundles are inventoried, but the register need not list them.
+    "register_ca_certificates": False,
+    # Source findings that state a fact rather than break the policy: kept, at severity info.
+    "informational_codes": ["pending_deletion", "dates_unreadable"],
     "finding_severities": {
         "algorithm_not_approved": "high",
         "key_too_short": "high",
@@ -88,6 +94,8 @@ DEFAULT_POLICY: dict[str, Any] = {
         "drift_algorithm": "high",
         "drift_rotation": "medium",
         "drift_key_class": "medium",
+        "drift_location": "low",
+        "missing_tags": "low",
     },
 }
 
@@ -184,6 +192,8 @@ def describe_algorithm(algorithm: Any, length_bits: Any = None) -> dict[str, Any
     elif text.startswith("aes"):
         mode = next((name.upper() for name in ("gcm", "cbc", "ecb", "ctr", "cmac", "xts", "siv") if name in text), None)
         described.update(family="AES", bits=number or size, mode=mode)
+    elif text in ("symmetric", "oct", "generic-secret", "secret"):
+        described.update(family="SYMMETRIC", bits=size)
     elif "chacha" in text:
         described.update(family="ChaCha20", bits=256)
     elif text.startswith(("3des", "des3", "tdes", "des-ede", "triple")):
@@ -208,7 +218,7 @@ def describe_algorithm(algorithm: Any, length_bits: Any = None) -> dict[str, Any
         bits = int(re.sub(r"\D", "", curve)[:3]) if curve and re.search(r"\d", curve) else size
         described.update(family="EC", bits=bits, curve=curve)
     elif text.startswith("hmac"):
-        described.update(family="HMAC", bits=size or number)
+        described.update(family="HMAC", bits=number or size)
     elif text:
         described.update(family=str(algorithm).strip())
     return described
@@ -229,29 +239,51 @@ def _finding(policy: dict[str, Any], code: str, message: str, severity: str | No
     return finding(code, severity or policy["finding_severities"].get(code, "medium"), message)
 
 
+def name_parts(record: dict[str, Any]) -> dict[str, Any]:
+    """The naming rule's reading of a record's name (a KMS alias is named without its ``alias/`` prefix)."""
+    name = str(record.get("name") or "")
+    return parse_key_name(name[len("alias/") :] if name.startswith("alias/") else name)
+
+
 def _age_basis(record: dict[str, Any]) -> tuple[dt.datetime | None, str]:
     for field_name in ("last_rotated", "created"):
         moment = parse_time(record.get(field_name))
         if moment:
             return moment, field_name
     # A compliant name carries its creation date: the last resort for backends that keep no dates.
-    parts = parse_key_name(record.get("name") or "")
+    parts = name_parts(record)
     if parts["valid"]:
         return parse_time(parts["date"]), "the date in its name"
     return None, ""
 
 
-def _rotation_on(record: dict[str, Any]) -> bool | None:
-    """Whether the backend rotates the key on a schedule; None when the backend cannot."""
+def backend_rotates(record: dict[str, Any]) -> bool | None:
+    """Whether the backend rotates the key on a schedule; None when it cannot, or when nobody could read it."""
     backend = record.get("backend")
     if backend not in _AUTO_ROTATION:
         return None
     specs = _AUTO_ROTATION[backend]
     if specs and str(record.get("algorithm") or "").upper() not in specs:
         return None
-    if isinstance(record.get("rotation_enabled"), bool):
-        return record["rotation_enabled"]
+    if "rotation_enabled" in record:
+        # KMS says null when the status was denied or does not apply (pending deletion): unknown, never "off".
+        return record["rotation_enabled"] if isinstance(record["rotation_enabled"], bool) else None
     return bool(record.get("rotation_period_days"))
+
+
+def _on_approved_list(record: dict[str, Any], approved: list[str]) -> bool:
+    algorithm, bits = record.get("algorithm"), record.get("length_bits")
+    if algorithm in approved:
+        return True
+    described = describe_algorithm(algorithm, bits)
+    # Compare by meaning, so PKCS#11 "RSA" with 3072 bits matches "RSA-3072"; every known part must agree.
+    for name in approved:
+        other = describe_algorithm(name)
+        if other["family"] == described["family"] and all(
+            other[part] == described[part] for part in ("bits", "curve") if other[part] is not None
+        ):
+            return True
+    return False
 
 
 def _check_algorithm(record: dict[str, Any], rules: dict[str, Any]) -> list[dict[str, str]]:
@@ -260,52 +292,43 @@ def _check_algorithm(record: dict[str, Any], rules: dict[str, Any]) -> list[dict
         return []
     described = describe_algorithm(algorithm, record.get("length_bits"))
     family, bits = described["family"], described["bits"]
-    if family not in rules["approved_families"]:
-        return [
-            _finding(
-                rules,
-                "algorithm_not_approved",
-                f"{algorithm} is not an approved algorithm family (approved: {', '.join(rules['approved_families'])})",
-            )
-        ]
+    found = []
+    if family not in rules["approved_families"] and family != "SYMMETRIC":
+        reason = f"{algorithm} is not an approved algorithm family (approved: {', '.join(rules['approved_families'])})"
+        return [_finding(rules, "algorithm_not_approved", reason)]
     if family == "AES" and described["mode"] and described["mode"] not in rules["approved_aes_modes"]:
-        return [
-            _finding(
-                rules,
-                "algorithm_not_approved",
-                f"{algorithm} uses AES-{described['mode']}; approved modes: {', '.join(rules['approved_aes_modes'])}",
-            )
-        ]
+        reason = f"{algorithm} uses AES-{described['mode']}; approved modes: {', '.join(rules['approved_aes_modes'])}"
+        found.append(_finding(rules, "algorithm_not_approved", reason))
     if family == "EC" and described["curve"] not in rules["approved_curves"]:
-        return [
-            _finding(
-                rules,
-                "algorithm_not_approved",
-                f"{algorithm} uses curve {described['curve'] or 'unknown'}"
-                f"; approved curves: {', '.join(rules['approved_curves'])}",
-            )
-        ]
-    minimum = {"AES": rules["min_aes_bits"], "HMAC": rules["min_hmac_bits"]}.get(family)
+        reason = (
+            f"{algorithm} uses curve {described['curve'] or 'unknown'}; approved: {', '.join(rules['approved_curves'])}"
+        )
+        found.append(_finding(rules, "algorithm_not_approved", reason))
+    minimum = {"AES": rules["min_aes_bits"], "SYMMETRIC": rules["min_aes_bits"], "HMAC": rules["min_hmac_bits"]}.get(
+        family
+    )
     if family == "RSA":
         minimum = rules["min_rsa_bits_tls"] if record.get("key_class") == "tls-cert" else rules["min_rsa_bits"]
     if minimum and bits and int(bits) < minimum:
-        return [_finding(rules, "key_too_short", f"{family} key of {bits} bits is below the {minimum}-bit minimum")]
+        found.append(
+            _finding(rules, "key_too_short", f"{family} key of {bits} bits is below the {minimum}-bit minimum")
+        )
     approved = rules["approved_algorithms"].get(record.get("backend"))
-    if approved and algorithm not in approved and family != "HMAC":
-        return [
-            _finding(
-                rules,
-                "algorithm_not_approved",
-                f"{algorithm} is not on the approved list for {record.get('backend')} ({', '.join(approved)})",
-            )
-        ]
-    return []
+    listed = not approved or family == "HMAC" or _on_approved_list(record, approved)
+    if not listed and not any(item["code"] == "algorithm_not_approved" for item in found):
+        # A short key is also off the list new keys may use: both facts, as auditors read them.
+        reason = f"{algorithm} is not on the approved list for {record.get('backend')} ({', '.join(approved)})"
+        found.append(_finding(rules, "algorithm_not_approved", reason))
+    return found
 
 
 def _check_rotation(record: dict[str, Any], rules: dict[str, Any], now: dt.datetime) -> list[dict[str, str]]:
     key_class = record.get("key_class")
     cryptoperiod = rules["cryptoperiod_days"].get(key_class)
-    if key_class == "tls-cert" or record.get("state", "enabled") != "enabled" or not cryptoperiod:
+    # Certificates are renewed, not rotated: their lifetime is checked by _check_certificate.
+    if record.get("backend") == "x509" or key_class == "tls-cert" or record.get("state", "enabled") != "enabled":
+        return []
+    if not cryptoperiod:
         return []
     found = []
     period = record.get("rotation_period_days")
@@ -317,7 +340,7 @@ def _check_rotation(record: dict[str, Any], rules: dict[str, Any], now: dt.datet
                 f"rotation every {period} days exceeds the {cryptoperiod}-day cryptoperiod for {key_class}",
             )
         )
-    on = _rotation_on(record)
+    on = backend_rotates(record)
     if on is False and key_class in rules["auto_rotation_required_for"]:
         found.append(
             _finding(
@@ -387,16 +410,18 @@ def _check_certificate(record: dict[str, Any], rules: dict[str, Any], now: dt.da
     signature = str(record.get("signature_algorithm") or record.get("signature_hash_algorithm") or "")
     weak = [name for name in rules["weak_signature_hashes"] if name in signature.lower().replace("-", "")]
     if weak:
-        found.append(
-            _finding(rules, "weak_signature", f"signed with {signature} ({weak[0].upper()} is broken for signatures)")
-        )
+        # A trust anchor's self-signature is not relied on; it still says the weak hash, so it is noted, low.
+        severity = "low" if record.get("self_signed") else None
+        message = f"signed with {signature} ({weak[0].upper()} is broken for signatures)"
+        found.append(_finding(rules, "weak_signature", message, severity))
     return found
 
 
 def _check_handling(record: dict[str, Any], rules: dict[str, Any]) -> list[dict[str, str]]:
     key_class = record.get("key_class")
     found = []
-    if record.get("exportable") is True:
+    # A public key is meant to be shared; only the secret or private half of a pair can be "exported".
+    if record.get("exportable") is True and record.get("object_class") != "public_key":
         if key_class == "master-kek" and not rules["master_keys_exportable"]:
             found.append(
                 _finding(
@@ -414,7 +439,7 @@ def _check_handling(record: dict[str, Any], rules: dict[str, Any]) -> list[dict[
                     f"export only for {', '.join(rules['exportable_allowed_classes'])}",
                 )
             )
-    if record.get("allow_plaintext_backup") is True and key_class in ("master-kek", "kek"):
+    if record.get("allow_plaintext_backup") is True and key_class not in rules["exportable_allowed_classes"]:
         found.append(_finding(rules, "plaintext_backup_allowed", f"a {key_class} allows plaintext backup"))
     if record.get("deletion_allowed") is True and key_class in rules["deletion_protected_classes"]:
         found.append(
@@ -425,12 +450,23 @@ def _check_handling(record: dict[str, Any], rules: dict[str, Any]) -> list[dict[
     return found
 
 
+def _check_tags(record: dict[str, Any], rules: dict[str, Any]) -> list[dict[str, str]]:
+    required = rules["required_tags"].get(record.get("backend")) or []
+    tags = record.get("tags")
+    if not required or not isinstance(tags, dict):
+        return []
+    absent = [name for name in required if not tags.get(name)]
+    if not absent:
+        return []
+    return [_finding(rules, "missing_tags", f"the key carries no {', '.join(absent)} tag")]
+
+
 def _check_name(record: dict[str, Any], rules: dict[str, Any]) -> list[dict[str, str]]:
     if not rules["naming_rule"]:
         return []
     if record.get("backend") == "x509" and not rules["naming_rule_for_certificates"]:
         return []
-    parts = parse_key_name(record.get("name") or "")
+    parts = name_parts(record)
     if not parts["valid"]:
         return [_finding(rules, "name_nonconforming", f"the name {parts['reason']}")]
     key_class = record.get("key_class")
@@ -452,6 +488,7 @@ def evaluate_record(record: Any, policy: dict[str, Any] | None = None, now: Any 
         + _check_rotation(record, rules, moment)
         + _check_certificate(record, rules, moment)
         + _check_handling(record, rules)
+        + _check_tags(record, rules)
         + _check_name(record, rules)
     )
 
