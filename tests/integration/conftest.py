@@ -2,8 +2,8 @@
 
 Set KEYOPS_TEST_LAB_DIR to the state folder of a lab that is already up (e.g. `.lab` after `make lab-up`) to
 reuse it: it is seeded if it is not yet, and left running at the end. Otherwise a fresh lab starts in a temporary
-folder on ports from KEYOPS_TEST_LAB_PORT_BASE (default 28200; each pytest-xdist worker adds 100), beside any
-demo lab on 18200.
+folder on ports from KEYOPS_TEST_LAB_PORT_BASE (default 28200; each pytest-xdist worker adds 100; the next free
+base up when another session holds it), beside any demo lab on 18200.
 
 The `lab` fixture yields lab.json (state_dir, port_base, ports, processes, tls_endpoints, env) with every
 environment variable of env.sh also at the top level (`lab["VAULT_ADDR"]`) and seed.json under `lab["seed"]`;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +27,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_CLI = REPO_ROOT / "lab" / "keyops_lab.py"
 DEFAULT_TEST_PORT_BASE = 28200
+LAB_PORT_SPAN = 56  # offsets 0..55 in lab/keyops_lab.py
+PORT_BASE_STEP = 100
+EPHEMERAL_PORTS_START = 32768  # above this, client sockets and their TIME_WAIT leftovers can hold a lab port
 
 
 def lab_python() -> str:
@@ -47,6 +51,41 @@ def run_lab(command: str, lab_dir: Path, port_base: int, timeout: float = 300) -
     )
 
 
+def ports_free(port_base: int) -> bool:
+    """Whether every port of a lab at `port_base` can be bound on loopback now."""
+    for port in range(port_base, port_base + LAB_PORT_SPAN):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_base(preferred: int) -> int:
+    """`preferred`, or the next free base above it: another test session on this machine may hold the usual one."""
+    for port_base in range(preferred, EPHEMERAL_PORTS_START - LAB_PORT_SPAN, PORT_BASE_STEP):
+        if ports_free(port_base):
+            return port_base
+    pytest.fail(f"no free lab port base between {preferred} and {EPHEMERAL_PORTS_START}")
+
+
+def start_lab(lab_dir: Path, preferred: int) -> int:
+    """`up` on the first free port base from `preferred`; retried when another session takes it meanwhile."""
+    port_base = preferred
+    for _attempt in range(5):
+        port_base = free_port_base(port_base)
+        result = run_lab("up", lab_dir, port_base)
+        if result.returncode == 0:
+            return port_base
+        if "ports already in use" not in result.stderr:
+            break
+        port_base += PORT_BASE_STEP
+    _require(result, f"up (port base {port_base})")
+    return port_base
+
+
 def _require(result: subprocess.CompletedProcess[str], what: str) -> None:
     if result.returncode != 0:
         pytest.fail(f"lab {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -64,6 +103,12 @@ def lab_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture(scope="session")
+def lab_port_base() -> Callable[[int], int]:
+    """`free_port_base(preferred)`: a port base whose lab ports are all free now."""
+    return free_port_base
+
+
+@pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     existing = os.environ.get("KEYOPS_TEST_LAB_DIR")
     if existing:
@@ -74,10 +119,9 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         owned = False
     else:
         lab_dir = tmp_path_factory.mktemp("lab")
-        port_base = int(os.environ.get("KEYOPS_TEST_LAB_PORT_BASE", DEFAULT_TEST_PORT_BASE))
-        port_base += _worker_offset(request.config)
+        preferred = int(os.environ.get("KEYOPS_TEST_LAB_PORT_BASE", DEFAULT_TEST_PORT_BASE))
+        port_base = start_lab(lab_dir, preferred + _worker_offset(request.config))
         owned = True
-        _require(run_lab("up", lab_dir, port_base), "up")
 
     try:
         _require(run_lab("seed", lab_dir, port_base), "seed")

@@ -72,11 +72,14 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_lab_up_status_down_from_nothing(tmp_path: Path, lab_cli: Callable[..., Any]) -> None:
+def test_lab_up_status_down_from_nothing(
+    tmp_path: Path, lab_cli: Callable[..., Any], lab_port_base: Callable[[int], int]
+) -> None:
     run_lab = lab_cli
     lab_dir = tmp_path / "lab"
+    port_base = lab_port_base(LIFECYCLE_PORT_BASE)
     started = time.monotonic()
-    up = run_lab("up", lab_dir, LIFECYCLE_PORT_BASE)
+    up = run_lab("up", lab_dir, port_base)
     up_seconds = time.monotonic() - started
     try:
         assert up.returncode == 0, up.stderr
@@ -90,16 +93,16 @@ def test_lab_up_status_down_from_nothing(tmp_path: Path, lab_cli: Callable[..., 
         assert not missing, f"lab.json lacks {missing}"
         env_sh = (lab_dir / "env.sh").read_text()
         assert all(f"export {name}=" in env_sh for name in CONTRACT_VARIABLES)
-        assert environment["VAULT_ADDR"] == f"http://127.0.0.1:{LIFECYCLE_PORT_BASE}"
+        assert environment["VAULT_ADDR"] == f"http://127.0.0.1:{port_base}"
 
         pids = {name: info["pid"] for name, info in state["processes"].items()}
         assert set(pids) == {"openbao-dev", "openbao-raft", "moto", "pebble", "rsyslog", "tls-endpoints"}
         assert all(_running(pid) for pid in pids.values()), pids
 
-        again = run_lab("up", lab_dir, LIFECYCLE_PORT_BASE)
+        again = run_lab("up", lab_dir, port_base)
         assert again.returncode == 0 and "already up" in again.stdout
 
-        status = run_lab("status --json", lab_dir, LIFECYCLE_PORT_BASE)
+        status = run_lab("status --json", lab_dir, port_base)
         assert status.returncode == 0, status.stdout
         services = json.loads(status.stdout)["services"]
         assert all(item["up"] for item in services.values()), services
@@ -114,13 +117,13 @@ def test_lab_up_status_down_from_nothing(tmp_path: Path, lab_cli: Callable[..., 
         leaked = [name for name in SECRETS if environment[name] in printed]
         assert not leaked, f"the CLI printed {leaked}"
     finally:
-        down = run_lab("down", lab_dir, LIFECYCLE_PORT_BASE)
+        down = run_lab("down", lab_dir, port_base)
 
     assert down.returncode == 0, down.stderr
     assert not [name for name, pid in pids.items() if _running(pid)], "a lab process survived `down`"
     assert not [name for name, pid in pids.items() if _group_members(pid)], "a child process survived `down`"
     assert not [port for port in ports if _listening(port)]
-    assert run_lab("status", lab_dir, LIFECYCLE_PORT_BASE).returncode != 0
+    assert run_lab("status", lab_dir, port_base).returncode != 0
 
 
 def test_seed_matches_seed_json(lab: dict[str, Any]) -> None:
