@@ -240,6 +240,7 @@ ACTION_WORDS = {
     "escrow": "backup",
     "info": "scan",
     "inventory": "scan",
+    "check": "verify",
     "schedule_deletion": "schedule_deletion",
     "cancel_deletion": "cancel_deletion",
 }
@@ -261,8 +262,12 @@ STATUS_OUTCOME = {
 }
 
 
-def action_of(module: str) -> str:
-    """The audit action a keyops module's name points to, for events the callback writes itself."""
+def action_of(module: str, arguments: dict[str, Any]) -> str:
+    """The audit action a keyops task stood for, from its arguments or its module's name."""
+    if arguments.get("rotate") is True or arguments.get("state") == "rotated":
+        return "rotate"
+    if arguments.get("state") == "absent":
+        return "destroy"
     short = module.removeprefix(COLLECTION)
     for words, action in ACTION_WORDS.items():
         if words in short:
@@ -395,7 +400,7 @@ class CallbackModule(CallbackBase):
         arguments.update((item.get("invocation") or {}).get("module_args") or {})
         check_mode = task.check_mode if isinstance(task.check_mode, bool) else bool(context.CLIARGS.get("check"))
         return audit_event(
-            action_of(module),
+            action_of(module, arguments),
             backend_of(module),
             key_ref_of(arguments),
             outcome,

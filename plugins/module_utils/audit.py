@@ -316,6 +316,7 @@ def verify_chain(
         "last_hash": start_hash,
         "first_broken": None,
         "anchors_checked": 0,
+        "anchors_ignored": 0,
     }
     expected_prev = start_hash
     seen: set[str] = {start_hash}
@@ -344,9 +345,35 @@ def verify_chain(
     report["runs"] = len(by_run)
     report["last_hash"] = expected_prev
     if report["first_broken"] is None:
-        report["first_broken"] = _check_anchors(by_run, [*inline_anchors, *(anchors or [])], report)
+        candidates = [*inline_anchors, *(anchors or [])]
+        relevant = _relevant_anchors(candidates, seen, by_run)
+        report["anchors_ignored"] = len(candidates) - len(relevant)
+        report["first_broken"] = _check_anchors(by_run, relevant, report)
     report["ok"] = report["first_broken"] is None
     return report
+
+
+def _relevant_anchors(
+    anchors: list[dict[str, Any]], hashes: set[str], by_run: dict[str, dict[int, str]]
+) -> list[dict[str, Any]]:
+    """The anchors of this log's chain: runs in the log, and runs that continued it (found link by link).
+
+    A syslog server may hold the anchors of other controllers' chains too; those are not this log's business.
+    """
+    # Every chain starts at the genesis hash, so it links no anchor to this log; run ids and later hashes do.
+    known = set(hashes) - {GENESIS_HASH}
+    relevant: list[dict[str, Any]] = []
+    pending = list(anchors)
+    grew = True
+    while grew:
+        grew = False
+        for anchor in list(pending):
+            if str(anchor.get("run_id")) in by_run or anchor.get("first_prev_hash") in known:
+                relevant.append(anchor)
+                pending.remove(anchor)
+                known.add(str(anchor.get("last_hash")))
+                grew = True
+    return relevant
 
 
 def _check_anchors(

@@ -594,7 +594,8 @@ class AuditTrail:
         return chained, deliveries
 
     def deliver_to(self, name: str, records: list[dict[str, Any]]) -> Delivery:
-        sink = self.sinks.get(name) or (FileSink(self.settings.anchor_file, "anchor_file") if name == "file" else None)
+        # "file" here is the second file for anchors, never the log the anchors vouch for.
+        sink = FileSink(self.settings.anchor_file, "anchor_file") if name == "file" else self.sinks.get(name)
         if sink is None:
             return Delivery(name, False, f"sink '{name}' is not configured")
         return self._deliver(sink, records, force=True)

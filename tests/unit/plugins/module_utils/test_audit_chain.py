@@ -21,8 +21,16 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.canonical import c
 def make_run(run_id: str, count: int, prev: str = GENESIS_HASH) -> list[dict]:
     events = []
     for seq in range(1, count + 1):
-        event = audit_event("rotate", "vault_transit", f"transit/k{seq}", "changed", False,
-                            before={"latest_version": seq}, after={"latest_version": seq + 1}, change_ref="CHG-1")
+        event = audit_event(
+            "rotate",
+            "vault_transit",
+            f"transit/k{seq}",
+            "changed",
+            False,
+            before={"latest_version": seq},
+            after={"latest_version": seq + 1},
+            change_ref="CHG-1",
+        )
         chained = chain_event(dict(event, run_id=run_id, seq=seq, ts=f"2026-12-03T10:00:{seq:02d}.000Z"), prev)
         prev = chained["hash"]
         events.append(chained)
@@ -34,8 +42,14 @@ def lines(events: list[dict]) -> list[str]:
 
 
 def anchor_of(events: list[dict]) -> dict:
-    return anchor_record(events[-1]["run_id"], events[-1]["seq"], events[-1]["hash"], len(events),
-                         events[0]["prev_hash"], "2026-12-03T10:01:00Z")
+    return anchor_record(
+        events[-1]["run_id"],
+        events[-1]["seq"],
+        events[-1]["hash"],
+        len(events),
+        events[0]["prev_hash"],
+        "2026-12-03T10:01:00Z",
+    )
 
 
 def rechain(events: list[dict]) -> list[dict]:
@@ -86,7 +100,7 @@ def delete_first(events):
 
 
 def garbage(events):
-    return events[:3] + ["not json"] + events[3:]
+    return [*events[:3], "not json", *events[3:]]
 
 
 def truncate_tail(events):
@@ -133,8 +147,15 @@ def test_an_untouched_log_of_several_runs_verifies_with_its_anchors():
 
     report = verify_chain(lines(first + second), [anchor_of(first), anchor_of(second)])
 
-    assert report == {"ok": True, "count": 8, "runs": 2, "last_hash": second[-1]["hash"], "first_broken": None,
-                      "anchors_checked": 2}
+    assert report == {
+        "ok": True,
+        "count": 8,
+        "runs": 2,
+        "last_hash": second[-1]["hash"],
+        "first_broken": None,
+        "anchors_checked": 2,
+        "anchors_ignored": 0,
+    }
 
 
 def test_a_deleted_whole_run_breaks_the_next_runs_first_link():
@@ -145,7 +166,10 @@ def test_a_deleted_whole_run_breaks_the_next_runs_first_link():
     report = verify_chain(lines(first + third))
 
     assert (report["first_broken"]["run_id"], report["first_broken"]["seq"], report["first_broken"]["code"]) == (
-        "run-c", 1, "deleted")
+        "run-c",
+        1,
+        "deleted",
+    )
 
 
 def test_a_deleted_last_run_is_caught_by_its_anchor():
@@ -160,7 +184,9 @@ def test_a_deleted_last_run_is_caught_by_its_anchor():
 
 def test_anchors_inside_the_log_are_read_from_syslog_lines():
     events = make_run("run-a", 3)
-    syslog = [f"<109>1 {event['ts']} host keyops 1 audit - {line}" for event, line in zip(events, lines(events))]
+    syslog = [
+        f"<109>1 {event['ts']} host keyops 1 audit - {line}" for event, line in zip(events, lines(events), strict=True)
+    ]
     syslog.append(f"<109>1 2026-12-03T10:01:00Z host keyops 1 anchor - {json.dumps(anchor_of(events))}")
 
     assert verify_chain(syslog)["ok"] is True
@@ -173,3 +199,12 @@ def test_a_rotated_log_verifies_from_the_previous_files_last_hash():
 
     assert verify_chain(lines(second))["first_broken"]["code"] == "deleted"
     assert verify_chain(lines(second), start_hash=first[-1]["hash"])["ok"] is True
+
+
+def test_anchors_of_another_controllers_chain_are_not_this_logs_business():
+    ours = make_run("run-a", 3)
+    stranger = anchor_record("run-x", 2, "f" * 64, 2, "e" * 64, "2026-12-03T10:01:00Z")
+
+    report = verify_chain(lines(ours), [anchor_of(ours), stranger])
+
+    assert (report["ok"], report["anchors_checked"], report["anchors_ignored"]) == (True, 1, 1)

@@ -135,12 +135,15 @@ def test_sanitize_keeps_only_allow_listed_fields(name, extra):
     assert clean is not None and SECRET not in json.dumps(clean)
 
 
-@pytest.mark.parametrize(("options", "problem"), [
-    ({"sinks": ["file", "kafka"]}, "unknown sink 'kafka'"),
-    ({"sinks": ["hec"], "hec_url": "http://127.0.0.1:1/"}, "needs hec_url and hec_token"),
-    ({"sinks": ["s3"]}, "needs s3_bucket"),
-    ({"sinks": ["file"], "anchor": "syslog"}, "anchor 'syslog' is not among sinks"),
-])
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"sinks": ["file", "kafka"]}, "unknown sink 'kafka'"),
+        ({"sinks": ["hec"], "hec_url": "http://127.0.0.1:1/"}, "needs hec_url and hec_token"),
+        ({"sinks": ["s3"]}, "needs s3_bucket"),
+        ({"sinks": ["file"], "anchor": "syslog"}, "anchor 'syslog' is not among sinks"),
+    ],
+)
 def test_settings_that_cannot_work_name_the_option(tmp_path, options, problem):
     assert any(problem in text for text in settings(tmp_path, **options).problems())
 
