@@ -239,6 +239,8 @@ def svg_certificate_timeline(records: list[dict[str, Any]], now: dt.datetime, re
             f"<title>{_esc(record.get('name'))} ({_esc(record.get('location'))}): expires "
             f"{_esc(record.get('expires'))}, {days} days</title></circle>"
         )
+    if any((parse_time(item.get("expires")) or now) > end for item in certificates):
+        parts.append(f'<text x="{width - right}" y="{axis_y - 4}" text-anchor="end" class="tick">later &#8594;</text>')
     if not certificates:
         parts.append(
             f'<text x="{width / 2}" y="{axis_y / 2}" text-anchor="middle" class="label">'
