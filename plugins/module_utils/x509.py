@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fnmatch
+import functools
 import ipaddress
 import os
 import re
@@ -105,6 +106,10 @@ class ScanOptions:
     policy: dict[str, Any] = dataclasses.field(default_factory=dict)
     anchors: list[Any] = dataclasses.field(default_factory=list)
     pkcs12_passwords: list[str] = dataclasses.field(default_factory=list)
+
+    @functools.cached_property
+    def rules(self) -> dict[str, Any]:
+        return merged_policy(self.policy)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,7 +203,8 @@ def _looks_like_pkcs12(data: bytes) -> bool:
 def _from_pkcs12(data: bytes, source: str, passwords: Iterable[str]) -> list[Found]:
     if not _looks_like_pkcs12(data):
         raise _NotThisFormat("not a PKCS#12 file")
-    candidates: list[bytes | None] = [None, b""] + [password.encode() for password in passwords]
+    # Each try costs a full key derivation, so the operator's passwords go first.
+    candidates: list[bytes | None] = [password.encode() for password in passwords] + [None, b""]
     for password in candidates:
         try:
             bundle = pkcs12.load_pkcs12(data, password)
@@ -635,7 +641,7 @@ OWN_CODES = frozenset(
 def certificate_findings(
     record: KeyRecord, options: ScanOptions, not_before: dt.datetime, not_after: dt.datetime
 ) -> list[dict[str, str]]:
-    rules = merged_policy(options.policy)
+    rules = options.rules
     facts = record.extra
 
     def add(code: str, default: str, message: str) -> None:
