@@ -88,6 +88,16 @@ SECRET_VARIABLES = (
 )
 
 
+def say(text: str = "") -> None:
+    """Print to stdout; a reader that went away (`status | head -1`) changes neither the work nor the exit code."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the flush at exit does not fail again (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class LabError(Exception):
     """A lab step failed; the message says what and what to do."""
 
@@ -811,7 +821,7 @@ def command_up(lab: Lab, _args: argparse.Namespace) -> int:
     started = time.monotonic()
     state = lab.load()
     if state and state.get("status") == "up" and all(up for up, _detail in lab_health(lab, state).values()):
-        print(f"lab already up in {lab.state_dir} (port base {state['port_base']}); nothing to do")
+        say(f"lab already up in {lab.state_dir} (port base {state['port_base']}); nothing to do")
         return 0
     if state and any(process_alive(info["pid"], info.get("program")) for info in state["processes"].values()):
         raise LabError(
@@ -925,10 +935,10 @@ def command_up(lab: Lab, _args: argparse.Namespace) -> int:
     )
     write_env_files(lab, environment, state)
 
-    print(f"lab up in {time.monotonic() - started:.1f}s: {lab.state_dir} (port base {lab.port_base})")
+    say(f"lab up in {time.monotonic() - started:.1f}s: {lab.state_dir} (port base {lab.port_base})")
     for name, info in processes.items():
-        print(f"  {name:<14} pid {info['pid']:<8} {info['endpoint']}")
-    print(f"  environment: source {lab.env_sh}")
+        say(f"  {name:<14} pid {info['pid']:<8} {info['endpoint']}")
+    say(f"  environment: source {lab.env_sh}")
     return 0
 
 
@@ -939,12 +949,12 @@ def command_up(lab: Lab, _args: argparse.Namespace) -> int:
 def command_status(lab: Lab, args: argparse.Namespace) -> int:
     state = lab.load()
     if not state or state.get("status") != "up":
-        print(f"lab is not up in {lab.state_dir} (status: {state.get('status') if state else 'never started'})")
+        say(f"lab is not up in {lab.state_dir} (status: {state.get('status') if state else 'never started'})")
         return 1
     health = lab_health(lab, state)
     seeded = lab.seed_json.exists()
     if args.json:
-        print(
+        say(
             json.dumps(
                 {
                     "state_dir": str(lab.state_dir),
@@ -955,16 +965,16 @@ def command_status(lab: Lab, args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"lab in {lab.state_dir} (port base {state['port_base']}), seeded: {'yes' if seeded else 'no'}")
+        say(f"lab in {lab.state_dir} (port base {state['port_base']}), seeded: {'yes' if seeded else 'no'}")
         for name, (up, detail) in health.items():
-            print(f"  {name:<14} {'up' if up else 'DOWN':<5} {detail}")
+            say(f"  {name:<14} {'up' if up else 'DOWN':<5} {detail}")
     return 0 if all(up for up, _detail in health.values()) else 1
 
 
 def command_down(lab: Lab, args: argparse.Namespace) -> int:
     state = lab.load()
     if not state:
-        print(f"no lab in {lab.state_dir}; nothing to stop")
+        say(f"no lab in {lab.state_dir}; nothing to stop")
     else:
         stopped, survivors = stop_groups(state.get("processes", {}))
         if survivors:
@@ -972,12 +982,12 @@ def command_down(lab: Lab, args: argparse.Namespace) -> int:
         state["status"] = "down"
         state["stopped_at"] = labpki.utc_now().isoformat()
         write_json_private(lab.lab_json, state)
-        print(f"lab down in {lab.state_dir}: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
+        say(f"lab down in {lab.state_dir}: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
     if args.purge and lab.state_dir.exists():
         if not lab.path(STATE_MARKER).exists():
             raise LabError(f"{lab.state_dir} was not made by the lab; not removing it")
         shutil.rmtree(lab.state_dir)
-        print(f"removed {lab.state_dir}")
+        say(f"removed {lab.state_dir}")
     return 0
 
 
@@ -992,9 +1002,7 @@ def command_env(lab: Lab, args: argparse.Namespace) -> int:
         if not reveal and name in SECRET_VARIABLES:
             line = f'export {name}=********  # masked on a terminal: eval "$(... env)" or --reveal'
         lines.append(line)
-    with contextlib.suppress(BrokenPipeError):  # `env | head` is fine
-        sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.flush()
+    say("\n".join(lines))
     return 0
 
 
@@ -1003,7 +1011,7 @@ def command_seed(lab: Lab, args: argparse.Namespace) -> int:
     if not state or state.get("status") != "up":
         raise LabError(f"lab is not up in {lab.state_dir}; run `up` first")
     if lab.seed_json.exists():
-        print(f"lab already seeded ({lab.seed_json}); nothing to do")
+        say(f"lab already seeded ({lab.seed_json}); nothing to do")
         return 0
     if lab.path("seed.started").exists():
         raise LabError("an earlier seed stopped half way; run `down` and `up` for a fresh lab, then `seed`")
@@ -1020,9 +1028,9 @@ def command_seed(lab: Lab, args: argparse.Namespace) -> int:
     write_json_private(lab.seed_json, summary)
     lab.path("seed.started").unlink()
 
-    print(f"lab seeded in {summary['seconds']:.1f}s ({lab.seed_json}):")
+    say(f"lab seeded in {summary['seconds']:.1f}s ({lab.seed_json}):")
     for line in seed_estate.describe(summary):
-        print(f"  {line}")
+        say(f"  {line}")
     return 0
 
 
