@@ -1056,7 +1056,7 @@ def _verify_with_backup_public(entry: dict[str, Any], canary: bytes, signature: 
 
 
 def safe_file_stem(label: str, key_id: bytes, object_class: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:80] or "unlabelled"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:80].lstrip(".") or "unlabelled"
     return f"{stem}.{key_id.hex() or 'noid'}.{object_class}"
 
 
