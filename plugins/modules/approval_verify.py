@@ -105,14 +105,18 @@ options:
     default: {}
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verification only reads; it runs the same in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
 notes:
-  - SSH signatures carry no time of signing; RV(approvals[].signed_at) is the signature file's modification time, for
+  - SSH signatures carry no time of signing; RV(approvals)'s C(signed_at) is the signature file's modification time, for
     the record only. Expiry is enforced by the plan's C(expires) and the keys' C(valid-before) instead.
   - With O(source=awx), AWX enforces that the approval nodes were approved before the apply job ran; the names in
     O(awx_approvals) are taken as given (the dual_control role reads them from the controller's API when it has a
@@ -123,8 +127,7 @@ requirements:
   - ssh-keygen (OpenSSH 8.9 or later) on the host that runs the module, for O(source=ssh).
 seealso:
   - module: keyops.runbooks.change_plan
-author:
-  - keyops maintainers
+author: keyops maintainers (@keyops)
 """
 
 EXAMPLES = r"""

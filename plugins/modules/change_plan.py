@@ -76,12 +76,16 @@ options:
     default: {}
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode the plan is computed and returned but not written. Roles run this module with
       C(check_mode=false) so that a check-mode playbook run still writes its plan.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: A plan file that already holds the same digest and has not expired is left untouched, so signatures
       already made over it stay valid.
@@ -94,8 +98,7 @@ seealso:
   - name: Dual control guide
     description: How plans are made, signed and applied (docs/dual_control.md in the collection).
     link: https://example.invalid/keyops/runbooks/docs/dual_control.md
-author:
-  - keyops maintainers
+author: keyops maintainers (@keyops)
 """
 
 EXAMPLES = r"""
