@@ -103,20 +103,23 @@ extends_documentation_fragment:
   - keyops.runbooks.audit
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reads the certificate files and reports which would be renewed and why.
       - Contacts no ACME server and writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after are serial, not-after and fingerprint per certificate; after is unknown in check mode.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: A renewed certificate is no longer due, so a second run changes nothing (unless O(certificates[].force)).
 notes:
   - Only the http-01 challenge is answered. Serving O(http01_webroot) is the web server's job.
   - Reloading the service that uses the certificate is left to a handler; check the served certificate afterwards
-    with M(keyops.runbooks.x509_inventory) and compare RV(certificates[].new.fingerprint_sha256).
+    with M(keyops.runbooks.x509_inventory) and compare C(certificates[].new.fingerprint_sha256).
   - Certificates from Vault PKI are issued by the Vault area's module; the rotation role picks ACME or Vault PKI per
     certificate from the key register.
   - Renewal is not under dual control by default; add C(renew) to the policy's C(approval_required_actions) to put it
@@ -125,8 +128,7 @@ seealso:
   - module: keyops.runbooks.x509_inventory
   - module: keyops.runbooks.x509_acme_revoke
   - module: community.crypto.acme_certificate
-author:
-  - keyops.runbooks contributors
+author: keyops.runbooks contributors
 """
 
 EXAMPLES = r"""

@@ -136,12 +136,15 @@ options:
     default: {}
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Read-only; check mode runs the same scan.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
     details: Nothing changes, so there is no diff.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details: Never changes anything. Two runs differ only where the clock moved (days left, findings near a boundary).
 notes:
@@ -154,8 +157,7 @@ notes:
 seealso:
   - module: keyops.runbooks.x509_acme_renew
   - module: keyops.runbooks.x509_acme_revoke
-author:
-  - keyops.runbooks contributors
+author: keyops.runbooks contributors
 """
 
 EXAMPLES = r"""
@@ -195,7 +197,7 @@ RETURN = r"""
 records:
   description:
     - One KeyRecord per certificate found. A certificate found in two places gives two records with the same
-      RV(records[].id).
+      C(id).
     - The KeyRecord columns come first (C(id) is C(sha256:<fingerprint>), C(location) the source, C(created) not
       before, C(expires) not after, C(next_rotation_due) when renewal is due, C(state) V(expired) or V(enabled)),
       then the certificate fields below.
