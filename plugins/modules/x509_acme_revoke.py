@@ -58,11 +58,13 @@ attributes:
       - Only with O(acme_management_url) does check mode know that a certificate is already revoked; without it every
         certificate is planned as a revocation.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
+      diff mode.
     support: none
     details: Results and audit events carry the before and after revocation state.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: A certificate the server reports as already revoked is left unchanged.
 notes:

@@ -140,11 +140,13 @@ attributes:
     support: full
     details: Read-only; check mode runs the same scan.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
+      diff mode.
     support: none
     details: Nothing changes, so there is no diff.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: Never changes anything. Two runs differ only where the clock moved (days left, findings near a boundary).
 notes:
