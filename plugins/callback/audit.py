@@ -411,7 +411,7 @@ class CallbackModule(CallbackBase):
     # -- the one emit path ---------------------------------------------------------------------------------
 
     def _emit(self, event: dict[str, Any]) -> None:
-        if self.trail is None or self.stopped:
+        if self.trail is None:
             return
         self.seq += 1
         record = dict(event, ts=timestamp(), seq=self.seq)
@@ -466,4 +466,3 @@ class CallbackModule(CallbackBase):
             if not delivery.ok:
                 self.failing.discard(delivery.sink)
                 self._sink_trouble(delivery.sink, delivery.reason, delivery.spooled)
-        self._display.vv(f"keyops audit: run {self.run_id}: {self.seq} event(s), last hash {self.last_hash}")
