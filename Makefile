@@ -9,8 +9,9 @@ LAB := $(PY) lab/keyops_lab.py
 
 ## demo: set up, start and seed the lab, run playbooks/site.yml against it
 demo: bootstrap lab-up lab-seed
-	source "$${KEYOPS_LAB_DIR:-.lab}/env.sh" && ansible-playbook playbooks/site.yml
-	@echo "outputs: $$(cd outputs 2>/dev/null && pwd || echo 'none written')"
+	source "$${KEYOPS_LAB_DIR:-.lab}/env.sh" && ansible-playbook playbooks/site.yml \
+		-e @"$${KEYOPS_LAB_DIR:-.lab}/estate.yml" -e keyops_output_dir="$(CURDIR)/outputs"
+	@echo "outputs: $(CURDIR)/outputs"
 
 ## test: set up and run every check CI runs
 test: bootstrap-test lint sanity unit integration molecule

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 LAB_SOURCE = Path(__file__).resolve().parent
 sys.path.insert(0, str(LAB_SOURCE))
 
@@ -772,6 +774,36 @@ def write_env_files(lab: Lab, environment: dict[str, str], state: dict[str, Any]
     write_json_private(lab.lab_json, state)
 
 
+def write_estate_vars(lab: Lab, environment: dict[str, str]) -> None:
+    """The estate as Ansible variables for the runbook playbooks (-e @estate.yml). Holds no secret: tokens, PINs
+    and passwords stay in env.sh, where the modules' environment fallbacks read them."""
+    estate = {
+        "keyops_register_path": environment["KEYOPS_LAB_REGISTER"],
+        "keyops_vault_url": environment["VAULT_ADDR"],
+        "keyops_vault_raft_url": environment["KEYOPS_LAB_RAFT_ADDR"],
+        "keyops_aws_region": environment["AWS_DEFAULT_REGION"],
+        "keyops_aws_endpoint_url": environment["AWS_ENDPOINT_URL"],
+        "keyops_pkcs11_module": environment["KEYOPS_PKCS11_MODULE"],
+        "keyops_pkcs11_token_label": environment["KEYOPS_PKCS11_TOKEN_LABEL"],
+        "keyops_pkcs11_scratch_token_label": environment["KEYOPS_PKCS11_SCRATCH_TOKEN_LABEL"],
+        "keyops_x509_paths": [environment["KEYOPS_LAB_CERT_DIR"]],
+        "keyops_x509_endpoints": [
+            {key: item[key] for key in ("host", "port", "server_name")}
+            for item in json.loads(environment["KEYOPS_LAB_TLS_ENDPOINTS"])
+        ],
+        "keyops_x509_ca_bundle": environment["KEYOPS_LAB_CA_BUNDLE"],
+        "keyops_acme_directory": environment["KEYOPS_LAB_ACME_DIRECTORY"],
+        "keyops_acme_ca_bundle": environment["KEYOPS_LAB_ACME_CA"],
+        "keyops_audit_syslog_host": environment["KEYOPS_LAB_SYSLOG_HOST"],
+        "keyops_audit_syslog_port": int(environment["KEYOPS_LAB_SYSLOG_PORT"]),
+        "keyops_audit_bucket": environment["KEYOPS_LAB_AUDIT_BUCKET"],
+        "keyops_backup_bucket": environment["KEYOPS_LAB_BACKUP_BUCKET"],
+        "keyops_lab_dir": environment["KEYOPS_LAB_DIR"],
+    }
+    header = "# The lab estate as Ansible variables: ansible-playbook ... -e @estate.yml. No secrets here.\n"
+    labpki.write_private(lab.path("estate.yml"), (header + yaml.safe_dump(estate, sort_keys=False)).encode())
+
+
 def lab_health(lab: Lab, state: dict[str, Any]) -> dict[str, tuple[bool, str]]:
     """name -> (up, detail) for every service, from the recorded pids and a live probe each."""
     environment = state["env"]
@@ -934,6 +966,7 @@ def command_up(lab: Lab, _args: argparse.Namespace) -> int:
         {"status": "up", "started_at": labpki.utc_now().isoformat(), "env": environment, "tls_endpoints": tls_details}
     )
     write_env_files(lab, environment, state)
+    write_estate_vars(lab, environment)
 
     say(f"lab up in {time.monotonic() - started:.1f}s: {lab.state_dir} (port base {lab.port_base})")
     for name, info in processes.items():
