@@ -798,8 +798,7 @@ def as_of_time(value: Any) -> dt.datetime:
             f"as_of '{value}' is not an ISO 8601 time",
             "Give as_of like 2027-01-31T00:00:00Z",
         ) from None
-    assert moment is not None
-    return moment
+    return moment or dt.datetime.now(dt.UTC)
 
 
 def summarise(result: ScanResult, seconds: float) -> dict[str, Any]:
