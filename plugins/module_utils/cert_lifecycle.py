@@ -15,10 +15,11 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import ssl
 import urllib.error
-import urllib.request
 from typing import Any
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.keyops.runbooks.plugins.module_utils import x509 as x509_scan
 from ansible_collections.keyops.runbooks.plugins.module_utils.acme_client import (
@@ -341,9 +342,8 @@ def renew_one(
 def management_status(management_url: str, ca_bundle: str | None, cert: Any, key_ref: str) -> dict[str, Any]:
     """Pebble's management interface: ``{"Status": "Valid"|"Revoked", "Reason": code}`` for a serial."""
     url = f"{management_url.rstrip('/')}/cert-status-by-serial/{cert.serial_number:x}"
-    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
     try:
-        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        with open_url(url, ca_path=ca_bundle, timeout=10, validate_certs=True) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as error:
         if error.code == 404:
@@ -354,7 +354,7 @@ def management_status(management_url: str, ca_bundle: str | None, cert: Any, key
             f"the status source answered HTTP {error.code}",
             "Check acme_management_url",
         ) from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
+    except (urllib.error.URLError, UrlConnectionError, OSError, ValueError) as error:
         raise BackendUnavailable(
             "Read revocation status",
             key_ref,

@@ -471,7 +471,7 @@ def covers_name(sans: list[str], common_names: list[str], name: str) -> bool:
         if pattern == wanted:
             return True
         if pattern.startswith("*.") and "." in wanted:
-            head, _, rest = wanted.partition(".")
+            head, _dot, rest = wanted.partition(".")
             if head and rest == pattern[2:]:
                 return True
     return False
@@ -497,7 +497,7 @@ def check_chain(chain: list[Any], anchors: list[Any]) -> ChainCheck:
     in_order = all(_issued_by(chain[index], chain[index + 1]) for index in range(len(chain) - 1))
     current = chain[0]
     pool = list(chain[1:])
-    for _ in range(len(chain) + 1):
+    for _step in range(len(chain) + 1):
         anchor = next((item for item in anchors if _issued_by(current, item)), None)
         if anchor is not None:
             return ChainCheck(in_order, True, True, None)
