@@ -159,7 +159,7 @@ def _entry(loader: Any, node: Any, index: int, errors: list[RegisterError]) -> R
         if problem:
             local.append(RegisterError(lines[field], field, problem))
     is_cert = values.get("key_class") == "tls-cert"
-    for field, (_, need) in ENTRY_FIELDS.items():
+    for field, (_kind, need) in ENTRY_FIELDS.items():
         # A misspelt field already says which one is meant; "is required" on top would repeat it.
         if field in suggested:
             continue

@@ -166,7 +166,7 @@ def _esc(value: Any) -> str:
 
 def svg_severity_bars(by_severity: dict[str, int]) -> str:
     width, bar_height, left = 560, 26, 90
-    rows = [name for name in reversed(SEVERITY_ORDER)]
+    rows = list(reversed(SEVERITY_ORDER))
     top = max([1, *by_severity.values()])
     height = len(rows) * (bar_height + 8) + 20
     parts = [
@@ -268,7 +268,7 @@ def age_percent(record: dict[str, Any], now: dt.datetime, cryptoperiods: dict[st
 def svg_key_ages(records: list[dict[str, Any]], now: dt.datetime, cryptoperiods: dict[str, int]) -> str:
     """Keys by how much of their cryptoperiod they have used, stacked by key class."""
     width, height, left, bottom = 760, 280, 50, 40
-    counts: dict[str, Counter[str]] = {label: Counter() for _, _, label in AGE_BUCKETS}
+    counts: dict[str, Counter[str]] = {bucket[2]: Counter() for bucket in AGE_BUCKETS}
     for record in records:
         used = age_percent(record, now, cryptoperiods)
         if used is None or record.get("state") not in ("enabled", "expired"):
@@ -284,17 +284,17 @@ def svg_key_ages(records: list[dict[str, Any]], now: dt.datetime, cryptoperiods:
         f'width="{width}" height="{height + 30}">',
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="#374151"/>',
     ]
-    for index, (_, _, label) in enumerate(AGE_BUCKETS):
+    for index, (_low, _high, label) in enumerate(AGE_BUCKETS):
         x = left + index * slot + 10
         y = height - bottom
         for key_class, colour in CLASS_COLOURS.items():
             count = counts[label].get(key_class, 0)
             if not count:
                 continue
-            bar = plot * count / top
-            y -= bar
+            length = plot * count / top
+            y -= length
             parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot - 20:.1f}" height="{bar:.1f}" fill="{colour}" '
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot - 20:.1f}" height="{length:.1f}" fill="{colour}" '
                 f'class="age-bar"><title>{_esc(label)}: {count} {_esc(key_class)}</title></rect>'
             )
         total = sum(counts[label].values())

@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 module: key_inventory_report
 short_description: One key inventory across every backend, reconciled with the key register and checked against policy
 version_added: 0.1.0
+author: keyops maintainers (@keyops)
 description:
   - Takes the KeyRecords returned by the C(*_info) modules (M(keyops.runbooks.vault_transit_key_info),
     M(keyops.runbooks.aws_kms_key_info), M(keyops.runbooks.pkcs11_key_info)), M(keyops.runbooks.x509_inventory) and
@@ -89,11 +90,16 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Builds the whole inventory and reports whether the files would change, without writing them.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
+      diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details:
       - Files are rewritten only when the inventory's content differs from the last run's (the digest in the JSON

@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 module: key_register_validate
 short_description: Check the key register YAML against its schema, with the line and field of every error
 version_added: 0.1.0
+author: keyops maintainers (@keyops)
 description:
   - Reads the key register (the YAML file that says which keys the company believes it has) and checks every entry
     against the schema documented in C(docs/inventory.md) - required fields, types, key classes, backends, unknown
@@ -27,11 +28,16 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
+      diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
 seealso:
   - module: keyops.runbooks.key_inventory_report
