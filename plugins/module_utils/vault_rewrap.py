@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import Vault, clean_message
+from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import Vault, call_batch, clean_message
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import (
     DataKey,
     DekStore,
@@ -155,6 +155,8 @@ class ProgressFile:
             "rate_per_s": round(rate, 1),
             "eta_s": round(remaining / rate, 1) if rate and not finished else None,
             "finished": finished,
+            # Which process to watch (or stop) when a run started with async must be interrupted.
+            "pid": os.getpid(),
             "updated": iso_utc(utc_now()),
         }
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -198,7 +200,7 @@ def rewrap_store(
         "pending": plan["pending"],
         "rewrapped": 0,
         "already_at_target": plan["total"] - plan["pending"],
-        "failed": 0,
+        "refused": 0,
         "failures": [],
         "conflicts": 0,
         "resumed": False,
@@ -249,7 +251,9 @@ def rewrap_store(
                 for item in chunk
             ]
             with vault.call("Rewrap data keys", ref):
-                answer = rewrap(request.name, ciphertext=None, batch_input=batch_input, mount_point=request.mount)
+                answer = call_batch(
+                    rewrap, request.name, ciphertext=None, batch_input=batch_input, mount_point=request.mount
+                )
             results = (answer.get("data") or {}).get("batch_results") or []
             if len(results) != len(chunk):
                 raise IntegrityError(
@@ -290,7 +294,7 @@ def rewrap_store(
             "changed": rewrapped > 0,
             "rewrapped": rewrapped,
             "rewrapped_before_resume": done_before,
-            "failed": failed_now,
+            "refused": failed_now,
             "failures": failures,
             "conflicts": conflicts,
             "histogram_after": _named(after),

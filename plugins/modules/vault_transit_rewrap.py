@@ -154,8 +154,8 @@ already_at_target:
   returned: always
   type: int
   sample: 1666
-failed:
-  description: Data keys the server refused in this run.
+refused:
+  description: Data keys the server refused in this run (not counted as re-wrapped).
   returned: always
   type: int
   sample: 0
@@ -243,7 +243,7 @@ def handle(module: AnsibleModule) -> dict:
     vault = connect(params, request.ref)
     with open_store(params["store"]) as store:
         result = rewrap_store(vault, store, request, module.check_mode)
-    counts = {field: result.get(field) for field in ("total", "rewrapped", "failed", "count")}
+    counts = {"total": result["total"], "rewrapped": result["rewrapped"], "failed": result["refused"]}
     outcome = ("planned" if module.check_mode else "changed") if result["changed"] else "unchanged"
     result["audit_events"] = [
         audit_event(

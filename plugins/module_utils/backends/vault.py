@@ -9,6 +9,7 @@ which turns hvac's and requests' exceptions into the collection's typed errors w
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import traceback
 from collections.abc import Iterator
@@ -276,3 +277,18 @@ def emit_warnings(module: Any, result: dict[str, Any]) -> dict[str, Any]:
     for warning in result.pop("warnings", None) or []:
         module.warn(warning)
     return result
+
+
+def call_batch(function: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a transit batch endpoint; an answer of 400 that still carries per-item results is returned as such
+    (Vault answers 400 when some items of a batch fail, OpenBao 200)."""
+    try:
+        return function(*args, **kwargs)
+    except hvac.exceptions.InvalidRequest as error:
+        try:
+            answer = json.loads(error.text or "")
+        except ValueError:
+            raise error from None
+        if not isinstance(answer, dict) or not (answer.get("data") or {}).get("batch_results"):
+            raise
+        return answer
