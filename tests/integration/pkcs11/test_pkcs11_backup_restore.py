@@ -10,9 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import SOURCE, TARGET, TODAY, Hsm, make_keys
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
+from tests.integration.pkcs11.softhsm_tokens import SOURCE, TARGET, TODAY, Hsm, make_keys
 from tests.support.playbook import assert_no_canary, four_way, run_module, run_tasks
 
 BACKUP = "keyops.runbooks.pkcs11_key_backup"

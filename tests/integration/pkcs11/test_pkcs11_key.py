@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from conftest import DUPLICATE, SOURCE, TODAY, Hsm, make_keys
 from pkcs11 import Attribute, KeyType, ObjectClass
 
+from tests.integration.pkcs11.softhsm_tokens import DUPLICATE, SOURCE, TODAY, Hsm, make_keys
 from tests.support.playbook import assert_no_canary, four_way, run_module, run_tasks
 
 MODULE = "keyops.runbooks.pkcs11_key"
@@ -189,7 +189,7 @@ def test_policy_refuses_a_label_outside_the_naming_rule(hsm: Hsm) -> None:
 CONNECTION_FAILURES = [
     ("wrong PIN", {"user_pin": "wrong-pin-" + secrets.token_hex(4)}, "refused the user PIN. Check user_pin"),
     ("missing token", {"token_label": "kt-nowhere"}, "no token with label 'kt-nowhere' is present (tokens seen: "),
-    ("two tokens match", {"token_label": DUPLICATE}, "2 tokens match label 'kt-twin': serial"),
+    ("two tokens match", {"token_label": DUPLICATE}, f"2 tokens match label '{DUPLICATE}': serial"),
     (
         "missing library",
         {"pkcs11_module": "/nonexistent/libvendor.so"},

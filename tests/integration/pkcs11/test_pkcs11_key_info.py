@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SOURCE, TODAY, Hsm, make_keys
-
+from tests.integration.pkcs11.softhsm_tokens import SOURCE, TODAY, Hsm, make_keys
 from tests.support.playbook import run_module
 
 INFO = "keyops.runbooks.pkcs11_key_info"
@@ -29,7 +28,7 @@ def test_inventory_lists_every_key_object_with_its_attributes(hsm: Hsm) -> None:
     assert (kek["algorithm"], kek["length_bits"], kek["key_class"], kek["backend"]) == ("AES-256", 256, "kek", "pkcs11")
     assert (kek["extractable"], kek["sensitive"], kek["never_extractable"], kek["local"]) == (False, True, True, True)
     assert kek["exportable"] is False and kek["findings"] == [] and kek["start_date"] is None
-    assert kek["id"].startswith("pkcs11:token=kt-source;object=inv-vault-kek-") and kek["id"].endswith(
+    assert kek["id"].startswith(f"pkcs11:token={SOURCE};object=inv-vault-kek-") and kek["id"].endswith(
         ";type=secret-key"
     )
     private = by_key[(loose, "private_key")]
