@@ -46,7 +46,7 @@ def _existing_plan(path: str) -> dict[str, Any] | None:
     if not os.path.exists(path):
         return None
     try:
-        plan, _ = dc.load_plan(path)
+        plan = dc.load_plan(path)[0]
     except KeyopsError:
         return None
     return plan
@@ -86,7 +86,7 @@ def _verify_plan(module: Any, actions: list[dict[str, Any]]) -> dict[str, Any]:
     if params["approved_plan"] is not None:
         approved = dc.check_plan(params["approved_plan"], "the approved plan passed in approved_plan")
     else:
-        approved, _ = dc.load_plan(params["path"])
+        approved = dc.load_plan(params["path"])[0]
     recomputed = dc.build_plan(
         actions, params["requester"] or approved.get("requester"), params["change_ref"] or approved.get("change_ref")
     )

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-import yaml
+from ansible.module_utils.common.yaml import yaml_dump, yaml_load
 
 from ansible_collections.keyops.runbooks.plugins.module_utils.audit import state_summary
 from ansible_collections.keyops.runbooks.plugins.module_utils.canonical import canonical_json, digest
@@ -358,7 +358,7 @@ def parse_ssh_signature(text: bytes) -> SshSignature:
 def _split_options(text: str) -> dict[str, str]:
     options: dict[str, str] = {}
     for item in re.findall(r'(?:[^,"]|"[^"]*")+', text):
-        name, _, value = item.partition("=")
+        name, _sep, value = item.partition("=")
         options[name.strip().lower()] = value.strip().strip('"')
     return options
 
@@ -463,7 +463,9 @@ def verify_ssh_signature(
 
     tool = ssh_keygen()
     when = f"verify-time={ssh_time(now)}"
-    rc, out, _ = run([tool, "-Y", "find-principals", "-O", when, "-f", allowed_signers_path, "-s", signature_path], b"")
+    rc, out, _err = run(
+        [tool, "-Y", "find-principals", "-O", when, "-f", allowed_signers_path, "-s", signature_path], b""
+    )
     principals = [line.strip() for line in out.splitlines() if line.strip()] if rc == 0 else []
     if not principals:
         raise SignatureRefused(_explain_no_principal(sig, signers, now), fingerprint=sig.fingerprint)
@@ -476,7 +478,7 @@ def verify_ssh_signature(
             fingerprint=sig.fingerprint,
         )
     principal = principals[0]
-    rc, _, _ = run(
+    rc, _out, _err = run(
         [
             tool,
             "-Y",
@@ -513,9 +515,11 @@ def load_approvers(path: str | None) -> dict[str, dict[str, Any]]:
     """The approvers file: ``approvers: {principal: {name, team, key_classes, awx_user}}``."""
     if not path:
         return {}
+    from yaml import YAMLError  # PyYAML comes with ansible-core; imported here for the import sanity test
+
     try:
         with open(path, encoding="utf-8") as stream:
-            document = yaml.safe_load(stream) or {}
+            document = yaml_load(stream) or {}
     except OSError as error:
         raise InvalidInput(
             "Verify approvals",
@@ -523,7 +527,7 @@ def load_approvers(path: str | None) -> dict[str, dict[str, Any]]:
             f"cannot read approvers file {path}: {error.strerror}",
             "Check the approvers_file option",
         ) from None
-    except yaml.YAMLError:
+    except YAMLError:
         raise InvalidInput(
             "Verify approvals", None, f"approvers file {path} is not valid YAML", "Fix the approvers_file"
         ) from None
@@ -785,7 +789,7 @@ def create_demo_approvers(folder: str, valid_days: int = 365, run: Runner = _run
     for principal, name, team, classes, awx_user in DEMO_APPROVERS:
         key_path = os.path.join(folder, awx_user)
         if not os.path.exists(key_path):
-            rc, _, err = run([tool, "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", key_path], b"")
+            rc, _out, err = run([tool, "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", key_path], b"")
             if rc != 0:
                 raise KeyopsError(
                     "Create demo approvers",
@@ -804,7 +808,7 @@ def create_demo_approvers(folder: str, valid_days: int = 365, run: Runner = _run
     allowed_signers = os.path.join(folder, "allowed_signers")
     approvers_file = os.path.join(folder, "approvers.yml")
     write_private_file(allowed_signers, ("\n".join(lines) + "\n").encode("utf-8"))
-    write_private_file(approvers_file, yaml.safe_dump({"approvers": approvers}, sort_keys=True).encode("utf-8"))
+    write_private_file(approvers_file, yaml_dump({"approvers": approvers}, sort_keys=True).encode("utf-8"))
     return {"allowed_signers": allowed_signers, "approvers_file": approvers_file, "keys": keys}
 
 
