@@ -38,11 +38,11 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.policy import chec
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import parse_time, utc_now
 
 KEY_ARGSPEC: dict[str, Any] = {
-    "key": {"type": "str"},
+    "key": {"type": "str", "no_log": False},
     "alias": {"type": "str"},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
     "enabled": {"type": "bool"},
-    "key_spec": {"type": "str"},
+    "key_spec": {"type": "str", "no_log": False},
     "key_usage": {"type": "str", "choices": ["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"]},
     "description": {"type": "str"},
     "tags": {"type": "dict"},
@@ -50,7 +50,7 @@ KEY_ARGSPEC: dict[str, Any] = {
     "owner": {"type": "str"},
     "purpose": {"type": "str"},
     "key_class": {"type": "str", "choices": ["master-kek", "kek", "dek", "signing", "transport", "tls-cert"]},
-    "key_policy": {"type": "json"},
+    "key_policy": {"type": "json", "no_log": False},
     "rotation_enabled": {"type": "bool"},
     "rotation_period_days": {"type": "int"},
     "rotate_now": {"type": "bool", "default": False},

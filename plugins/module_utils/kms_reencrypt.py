@@ -52,8 +52,8 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import iso_utc, utc_now
 
 REENCRYPT_ARGSPEC: dict[str, Any] = {
-    "destination_key": {"type": "str", "required": True},
-    "source_keys": {"type": "list", "elements": "str", "default": []},
+    "destination_key": {"type": "str", "required": True, "no_log": False},
+    "source_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
     "batch_size": {"type": "int", "default": 500},
     "max_workers": {"type": "int", "default": 16},
     "job": {"type": "str"},
