@@ -38,7 +38,7 @@ STORE_ARGSPEC: dict[str, Any] = {
             "url": {"type": "str"},
             "table": {"type": "str", "default": "data_keys"},
             "id_column": {"type": "str", "default": "id"},
-            "key_ref_column": {"type": "str", "default": "key_ref"},
+            "key_ref_column": {"type": "str", "default": "key_ref", "no_log": False},
             "ciphertext_column": {"type": "str", "default": "ciphertext"},
             "context_column": {"type": "str", "default": "context"},
         },
