@@ -837,8 +837,6 @@ def wrap_refusal(key: KeyObject, name: str, wrapping: KeyObject) -> str | None:
         return None
     if not key.extractable:
         return VENDOR_BACKUP_HINT
-    if not key.sensitive and key.object_class == SECRET:
-        return None
     if name == "rsa_oaep" and key.object_class == PRIVATE:
         return (
             "RSA-OAEP wraps only secret keys (a private key does not fit in one OAEP block); back key pairs "
