@@ -17,9 +17,11 @@ description:
     fingerprint and source (file and block index, or endpoint, SNI and position in the served chain).
   - For an endpoint's leaf certificate it also says whether the served chain is in order, is complete and verifies
     to O(ca_bundle), and whether the certificate covers the name asked for.
-  - Findings per certificate - V(expired), V(expiring) (within O(expiry_window_days)), V(not_yet_valid),
-    V(weak_key), V(weak_signature) (SHA-1 or MD5), V(name_mismatch), V(incomplete_chain), V(untrusted_chain),
-    V(chain_order), V(unreadable_field).
+  - Findings per certificate - V(cert_expired), V(cert_expiring) (within O(expiry_window_days)), V(not_yet_valid),
+    V(key_too_short) (RSA below C(min_rsa_bits), or C(min_rsa_bits_tls) for TLS certificates),
+    V(algorithm_not_approved), V(weak_signature) (SHA-1 or MD5), V(name_mismatch), V(incomplete_chain),
+    V(untrusted_chain), V(chain_order), V(unreadable_field), and the collection's other policy checks (for example
+    V(cert_validity_too_long)).
   - A file, PEM block, extension or endpoint that cannot be read is reported in RV(errors) for that source and the
     scan goes on; the good certificates beside it are still reported.
   - All times are UTC and come from the certificates, never from the machine's time zone. Not-after is inclusive.
@@ -314,7 +316,7 @@ records:
       type: list
       elements: dict
       sample:
-        - {code: expiring, severity: medium, message: "expires on 2026-12-15T18:03:31Z, 11 day(s) left"}
+        - {code: cert_expiring, severity: medium, message: "expires on 2026-12-15T18:03:31Z, 11 day(s) left"}
 errors:
   description:
     - Sources (or blocks of a source) that could not be read, each with C(source), C(kind) (file or endpoint),
@@ -331,7 +333,7 @@ summary:
   description: Counts of files and endpoints scanned, certificates, errors, findings per code, and the seconds taken.
   returned: always
   type: dict
-  sample: {files: 1000, endpoints: 200, certificates: 1600, errors: 0, findings: {expired: 3}, seconds: 2.4}
+  sample: {files: 1000, endpoints: 200, certificates: 1600, errors: 0, findings: {cert_expired: 3}, seconds: 2.4}
 """
 
 import time
