@@ -19,7 +19,8 @@ description:
     PKCS#11 guide on how that is arranged) or the private half of the transport key pair for V(rsa_oaep).
   - Keys of class C(master-kek) need O(approvals) (policy action C(restore)).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.pkcs11
   - keyops.runbooks.audit
@@ -44,14 +45,17 @@ options:
     type: dict
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: >-
       Checks the blobs and the unwrapping key, runs the known-answer check on keys already on the target, and
       reports the keys that would be restored.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after of each key's presence, label, id and algorithm on the target token.
   idempotent:
+    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
     details: A key already on the target that passes the known-answer check is not restored again.
 notes:

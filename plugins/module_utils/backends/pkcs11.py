@@ -57,7 +57,7 @@ BACKEND = "pkcs11"
 # The connection options every pkcs11_* module merges (doc fragment keyops.runbooks.pkcs11).
 PKCS11_ARGSPEC: dict[str, Any] = {
     "pkcs11_module": {"type": "path", "fallback": (env_fallback, ["KEYOPS_PKCS11_MODULE"])},
-    "token_label": {"type": "str", "fallback": (env_fallback, ["KEYOPS_PKCS11_TOKEN_LABEL"])},
+    "token_label": {"type": "str", "no_log": False, "fallback": (env_fallback, ["KEYOPS_PKCS11_TOKEN_LABEL"])},
     "token_serial": {"type": "str", "no_log": False},
     "user_pin": {"type": "str", "no_log": True, "fallback": (env_fallback, ["KEYOPS_PKCS11_PIN"])},
 }
