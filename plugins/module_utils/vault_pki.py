@@ -90,7 +90,10 @@ def issue(vault: Vault, params: dict[str, Any], check_mode: bool) -> dict[str, A
             "Set role, common_name, cert_path and key_path",
         )
     current = _existing(cert_path, key_path)
+    # A short-lived certificate renews in its last third, so a 30-day certificate is not reissued on every run.
     window = dt.timedelta(days=params["renew_before_days"])
+    if current:
+        window = min(window, (current.not_valid_after_utc - current.not_valid_before_utc) / 3)
     if current and not params["force"] and _cn(current) == cn and current.not_valid_after_utc - window > utc_now():
         return {"changed": False, "certificate": dict(_facts(current), cert_path=cert_path, key_path=key_path)}
     before = _facts(current) if current else None
@@ -146,7 +149,7 @@ def crl_serials(vault: Vault, mount: str) -> set[int]:
 def revoke(vault: Vault, mount: str, serial: str, reason: str, check_mode: bool) -> dict[str, Any]:
     """Revoke one serial and confirm it is in the CRL; an expired certificate is reported as such."""
     number = serial_int(serial)
-    serial = serial_text(number)
+    serial = serial.strip().lower().replace("-", ":")
     cert, revoked_at = read_cert(vault, mount, serial)
     entry: dict[str, Any] = {
         "serial": serial,

@@ -53,7 +53,9 @@ options:
     description: Where to write the new private key (PEM, 0600). It is never returned.
     type: path
   renew_before_days:
-    description: Issue anew when the certificate at O(cert_path) expires within this many days.
+    description:
+      - Issue anew when the certificate at O(cert_path) expires within this many days, or within the last third
+        of its lifetime when that is shorter.
     type: int
     default: 30
   force:
