@@ -17,7 +17,7 @@ description:
     playbook that runs it first makes no change without its audit trail. Otherwise it warns.
   - Reports how many events each sink still has spooled.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author: keyops maintainers (@keyops)
 options:
   sinks:
     description: Check these sinks instead of the callback's C(sinks).
@@ -32,14 +32,20 @@ options:
     type: bool
 attributes:
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on
+      the controller.
     support: full
     details: Runs on the controller as an action plugin.
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only connects and reads; it sends no event.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
 notes:
   - Put it first in a play, with C(any_errors_fatal) on the play, so a failed check stops every host.

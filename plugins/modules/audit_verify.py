@@ -16,7 +16,7 @@ description:
     anchored event (C(truncated)) or rewritten from some point on (C(anchor_mismatch)) shows there.
   - The same check runs from a shell with C(scripts/keyops-audit-verify).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author: keyops maintainers (@keyops)
 options:
   path:
     description: The audit log, as the C(keyops.runbooks.audit) callback writes it, or a syslog file holding them.
@@ -37,11 +37,15 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
 notes:
   - The chain shows that the log is the one written, in order, but not that it is complete after the last

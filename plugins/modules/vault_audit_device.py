@@ -13,7 +13,7 @@ description:
     tokens and plaintexts into the server's log. The server HMACs secrets in its log instead.
   - Audit devices cannot be changed in place; a device with other options is disabled and enabled again.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author: keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.audit
@@ -40,12 +40,16 @@ options:
     default: present
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The plan comes from the list of enabled devices; nothing is written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Whether the device exists, its type and file before and after.
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
 notes:
   - OpenBao accepts audit devices through the API only with C(unsafe_allow_api_audit_creation = true) in its
