@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, ".build", "collections"), os.path.join(ROOT, "lab")]
 
 from ansible_collections.keyops.runbooks.plugins.module_utils.naming import parse_key_name  # noqa: E402
-from tests.support.playbook import run_module, run_playbook  # noqa: E402
+from tests.support.playbook import lab_estate, run_module, run_playbook  # noqa: E402
 
 LAB = os.path.join(ROOT, "lab", "keyops_lab.py")
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -150,8 +150,8 @@ def grown_register(register: str, copies: int, target: str) -> int:
 def timed_inventory(env: dict[str, str], output: str, register: str) -> tuple[float, dict[str, Any]]:
     os.environ.update(env)
     started = time.monotonic()
-    run = run_playbook(os.path.join(ROOT, "playbooks", "inventory.yml"),
-                       extra_vars={"inventory_output_dir": output, "inventory_register_path": register})  # fmt: skip
+    estate = lab_estate(env["KEYOPS_LAB_DIR"], inventory_output_dir=output, inventory_register_path=register)
+    run = run_playbook(os.path.join(ROOT, "playbooks", "inventory.yml"), extra_vars=estate)
     seconds = time.monotonic() - started
     if run.rc != 0:
         raise SystemExit(f"inventory failed:\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}")

@@ -760,7 +760,9 @@ def configure_moto(endpoint: str) -> None:
             "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 365}},
         },
     )
-    s3.create_bucket(Bucket=BACKUP_BUCKET)
+    # Object Lock (which implies versioning): backup bundles are written in compliance mode, so none can be
+    # overwritten or deleted before its retention ends.
+    s3.create_bucket(Bucket=BACKUP_BUCKET, ObjectLockEnabledForBucket=True)
     s3.put_bucket_versioning(Bucket=BACKUP_BUCKET, VersioningConfiguration={"Status": "Enabled"})
 
 
@@ -781,6 +783,9 @@ def write_estate_vars(lab: Lab, environment: dict[str, str]) -> None:
         "keyops_register_path": environment["KEYOPS_LAB_REGISTER"],
         "keyops_vault_url": environment["VAULT_ADDR"],
         "keyops_vault_raft_url": environment["KEYOPS_LAB_RAFT_ADDR"],
+        # Names of environment variables, not their values.
+        "keyops_vault_raft_token_env": "KEYOPS_LAB_RAFT_TOKEN",
+        "keyops_x509_pkcs12_password_envs": ["KEYOPS_LAB_P12_PASSWORD"],
         "keyops_aws_region": environment["AWS_DEFAULT_REGION"],
         "keyops_aws_endpoint_url": environment["AWS_ENDPOINT_URL"],
         "keyops_pkcs11_module": environment["KEYOPS_PKCS11_MODULE"],
@@ -800,6 +805,10 @@ def write_estate_vars(lab: Lab, environment: dict[str, str]) -> None:
         "keyops_backup_bucket": environment["KEYOPS_LAB_BACKUP_BUCKET"],
         "keyops_lab_dir": environment["KEYOPS_LAB_DIR"],
     }
+    # Demo escrow custodians and the evidence signing key (public keys and file paths only).
+    import escrow_demo
+
+    estate.update(escrow_demo.make_key_holders(lab.state_dir))
     header = "# The lab estate as Ansible variables: ansible-playbook ... -e @estate.yml. No secrets here.\n"
     labpki.write_private(lab.path("estate.yml"), (header + yaml.safe_dump(estate, sort_keys=False)).encode())
 

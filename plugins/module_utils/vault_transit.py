@@ -339,10 +339,12 @@ def scan_stores(stores: Iterable[dict[str, Any]], ref: str, below: int) -> dict[
 
 def ciphertext_version(ciphertext: str) -> int:
     """N of ``vault:vN:...``; 0 for anything else (which no key version can decrypt)."""
-    if not ciphertext or not ciphertext.startswith("vault:v"):
+    # Called once per data key on every scan: kept to a slice, a find and an int().
+    if not ciphertext or ciphertext[:7] != "vault:v":
         return 0
-    head, _, _ = ciphertext[7:].partition(":")
-    return int(head) if head.isdigit() else 0
+    end = ciphertext.find(":", 7)
+    head = ciphertext[7:end]
+    return int(head) if end > 7 and head.isdigit() else 0
 
 
 def check_guard(
@@ -444,7 +446,8 @@ def key_record(
         location=vault.location(mount),
         key_class=key_class,
         algorithm=state["type"],
-        length_bits=TYPE_LENGTHS.get(state["type"] or "", data.get("key_size")),
+        # Vault reports an HMAC key's key_size in bytes.
+        length_bits=TYPE_LENGTHS.get(state["type"] or "", (data.get("key_size") or 0) * 8 or None),
         created=times.get("1") or (min(times.values()) if times else None),
         last_rotated=latest_time if state["latest_version"] > 1 else None,
         rotation_period_days=period,

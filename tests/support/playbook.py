@@ -133,3 +133,11 @@ def assert_no_canary(canaries: list[str], *texts: str) -> None:
     for canary in canaries:
         for text in texts:
             assert canary not in text, "a secret canary leaked into the output"
+
+
+def lab_estate(lab_dir: str, **overrides: Any) -> dict[str, Any]:
+    """The estate variables the lab wrote (``estate.yml``), with overrides: what ``-e @estate.yml`` passes."""
+    with open(os.path.join(lab_dir, "estate.yml")) as handle:
+        estate = yaml.safe_load(handle)
+    estate.update(overrides)
+    return estate

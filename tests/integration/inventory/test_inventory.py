@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.integration.inventory import browser
-from tests.support.playbook import ROOT, assert_no_canary, four_way, run_module, run_playbook
+from tests.support.playbook import ROOT, assert_no_canary, four_way, lab_estate, run_module, run_playbook
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +34,9 @@ def inventory(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     output = tmp_path_factory.mktemp("inventory")
     started = time.monotonic()
     run = run_playbook(
-        os.path.join(ROOT, "playbooks", "inventory.yml"), extra_vars={"inventory_output_dir": str(output)}, verbosity=3
+        os.path.join(ROOT, "playbooks", "inventory.yml"),
+        extra_vars=lab_estate(lab["KEYOPS_LAB_DIR"], inventory_output_dir=str(output)),
+        verbosity=3,
     )
     seconds = time.monotonic() - started
     assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
