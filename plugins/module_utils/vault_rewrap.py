@@ -135,25 +135,25 @@ class ProgressFile:
         self.last_write = 0.0
 
     def write(
-        self, done: int, total: int, failed: int, rewrapped_now: int, finished: bool = False, force: bool = False
+        self, processed: int, total: int, rewrapped: int, failed: int, rewrapped_now: int, finished: bool = False
     ) -> None:
         if not self.path:
             return
         now = self.clock()
-        if not (force or finished) and now - self.last_write < PROGRESS_FILE_INTERVAL_S:
+        if not finished and now - self.last_write < PROGRESS_FILE_INTERVAL_S:
             return
         self.last_write = now
         elapsed = max(now - self.started, 1e-9)
-        rate = rewrapped_now / elapsed
-        remaining = max(total - done - failed, 0)
+        rate = processed / elapsed
         body = {
             "job": self.job,
             "key_ref": self.ref,
-            "done": done,
+            "done": processed,
             "total": total,
+            "rewrapped": rewrapped,
             "failed": failed,
-            "rate_per_s": round(rate, 1),
-            "eta_s": round(remaining / rate, 1) if rate and not finished else None,
+            "rate_per_s": round(rewrapped_now / elapsed, 1),
+            "eta_s": None if finished or not rate else round(max(total - processed, 0) / rate, 1),
             "finished": finished,
             # Which process to watch (or stop) when a run started with async must be interrupted.
             "pid": os.getpid(),
@@ -172,12 +172,6 @@ class ProgressFile:
             raise
 
 
-def plan_rewrap(store: DekStore, request: RewrapRequest, target: int) -> dict[str, Any]:
-    before = histogram(store, request.store_ref, request.partition)
-    pending = sum(count for version, count in before.items() if version < target)
-    return {"target": target, "before": before, "pending": pending, "total": sum(before.values())}
-
-
 def rewrap_store(
     vault: Vault,
     store: DekStore,
@@ -188,41 +182,38 @@ def rewrap_store(
     """Re-wrap every data key of ``request.ref`` below the target version; return counts, never values."""
     ref = request.ref
     target = target_version(vault, request)
-    plan = plan_rewrap(store, request, target)
     job = request.job or f"rewrap:{ref}:v{target}"
     label = request.partition.label
+    saved = store.load_progress(job, label)
+    resuming = saved is not None and not saved.finished
     result: dict[str, Any] = {
         "key_ref": ref,
         "target_version": target,
         "job": job,
         "partition": label,
-        "total": plan["total"],
-        "pending": plan["pending"],
         "rewrapped": 0,
-        "already_at_target": plan["total"] - plan["pending"],
         "refused": 0,
         "failures": [],
         "conflicts": 0,
-        "resumed": False,
-        "histogram_before": _named(plan["before"]),
-        "histogram_after": _named(plan["before"]),
+        "resumed": resuming,
     }
-    saved = store.load_progress(job, label)
-    if check_mode or (plan["pending"] == 0 and (saved is None or saved.finished)):
+
+    if check_mode:
+        before = histogram(store, request.store_ref, request.partition)
         planned: collections.Counter[int] = collections.Counter()
-        for version, count in plan["before"].items():
+        for version, count in before.items():
             planned[target if 0 < version < target else version] += count
-        result.update(changed=plan["pending"] > 0, histogram_after=_named(planned))
+        _counts(result, before, target)
+        result.update(changed=result["pending"] > 0, histogram_after=_named(planned))
         return result
 
-    if saved is not None and not saved.finished:
-        progress = saved
-        result["resumed"] = True
-    else:
-        progress = Progress(job, label, started=iso_utc(utc_now()))
+    # A fresh run learns the histogram before from its own pass over the store; a resumed one cannot (the
+    # items before its cursor are not read again), so it scans first.
+    scanned_before = histogram(store, request.store_ref, request.partition) if resuming else None
+    progress = saved if resuming and saved else Progress(job, label, started=iso_utc(utc_now()))
     done_before, failed_before = progress.done, progress.failed
+    total = store.count(request.store_ref, request.partition)
     tracker = ProgressFile(request.progress_file, job, ref, clock)
-    total = done_before + plan["pending"]
     started = clock()
 
     prefix = f"vault:v{target}:"
@@ -230,18 +221,24 @@ def rewrap_store(
     fixed = request.batch_size
     read_size = fixed or max(1, (budget - _TOP_LEVEL_STRINGS) // _ITEM_STRINGS)
     failures: list[dict[str, Any]] = []
-    failed_now = conflicts = 0
+    seen: collections.Counter[int] = collections.Counter()
+    moved: collections.Counter[int] = collections.Counter()
+    failed_now = conflicts = processed = 0
+    committed = resuming
     rewrap = vault.transit.rewrap_data
 
     for items, cursor in store.batches(read_size, request.partition, key_ref=request.store_ref, after=progress.cursor):
         todo = []
         for item in items:
             version = ciphertext_version(item.ciphertext)
+            seen[version] += 1
             if version == 0:
                 failed_now += 1
                 _note(failures, item.id, "not a transit ciphertext (no vault:vN: prefix)")
             elif version < target:
                 todo.append(item)
+                moved[version] += 1
+        processed += len(items)
         updates: list[Update] = []
         for chunk in _chunks(todo, fixed, budget):
             batch_input = [
@@ -269,6 +266,7 @@ def rewrap_store(
                     updates.append(Update(item.id, item.ciphertext, new, item.key_ref))
                 else:
                     failed_now += 1
+                    moved[ciphertext_version(item.ciphertext)] -= 1
                     reason = (
                         clean_message(answered["error"])
                         if answered.get("error")
@@ -277,18 +275,29 @@ def rewrap_store(
                     _note(failures, item.id, reason)
         progress.cursor = cursor
         progress.failed = failed_before + failed_now
-        applied = store.commit(updates, progress)
-        conflicts += len(updates) - applied
-        tracker.write(progress.done, total, failed_now, progress.done - done_before)
+        # Batches with nothing to write are not committed: a run that changes nothing leaves the store untouched
+        # (a killed run then re-reads them, which is harmless).
+        if updates:
+            committed = True
+            conflicts += len(updates) - store.commit(updates, progress)
+        tracker.write(processed, total, progress.done, failed_now, progress.done - done_before)
 
-    progress.finished = iso_utc(utc_now())
-    store.save_progress(progress)
-    store.finish()
+    if committed:
+        progress.finished = iso_utc(utc_now())
+        store.save_progress(progress)
+        store.finish()
     seconds = clock() - started
     rewrapped = progress.done - done_before
-    tracker.write(progress.done, total, failed_now, rewrapped, finished=True)
+    tracker.write(total, total, progress.done, failed_now, rewrapped, finished=True)
 
-    after = histogram(store, request.store_ref, request.partition)
+    before = scanned_before if scanned_before is not None else seen
+    if conflicts:
+        after = histogram(store, request.store_ref, request.partition)
+    else:
+        # Every update was applied: the histogram after follows from the one before, without a second scan.
+        after = before - moved
+        after[target] += sum(moved.values())
+    _counts(result, before, target)
     result.update(
         {
             "changed": rewrapped > 0,
@@ -304,6 +313,17 @@ def rewrap_store(
         }
     )
     return result
+
+
+def _counts(result: dict[str, Any], before: collections.Counter[int], target: int) -> None:
+    total = sum(before.values())
+    pending = sum(count for version, count in before.items() if 0 < version < target)
+    result.update(
+        total=total,
+        pending=pending,
+        already_at_target=total - pending - before.get(0, 0),
+        histogram_before=_named(before),
+    )
 
 
 def _note(failures: list[dict[str, Any]], item_id: str, reason: str) -> None:

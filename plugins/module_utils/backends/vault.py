@@ -196,8 +196,11 @@ def _check_url(url: str | None, key_ref: str | None) -> str:
     return url.rstrip("/")
 
 
-def _session(retries: int) -> requests.Session:
+def _session(url: str, retries: int) -> requests.Session:
     session = requests.Session()
+    # Proxy settings are read from the environment once, not on every request (rewrap sends thousands).
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    session.trust_env = False
     # Connection errors are retried for every method (nothing reached the server); 429/502/504 only for reads,
     # so a write such as a rotation is never sent twice.
     retry = Retry(
@@ -253,7 +256,7 @@ def connect(params: dict[str, Any], key_ref: str | None = None) -> Vault:
         namespace=params.get("namespace") or None,
         verify=verify,
         timeout=params.get("timeout") or 30,
-        session=_session(params.get("retries") or 0),
+        session=_session(url, params.get("retries") or 0),
     )
     if params.get("auth_method") == "approle":
         with vault_call("Log in with AppRole", key_ref, url):
