@@ -436,6 +436,7 @@ def pkcs11_plans(today: str) -> list[dict[str, Any]]:
             "key_class": "transport",
             "owner": "security-engineering",
             "purpose": "wraps HSM key backups",
+            "cloned_to_scratch": True,
             "findings": [],
         },
         {
@@ -492,6 +493,28 @@ def pkcs11_plans(today: str) -> list[dict[str, Any]]:
     ]
 
 
+def _create_cloned_kek(session: Any, plan: dict[str, Any], key_id: bytes, private: dict[Any, Any]) -> dict[Any, Any]:
+    """An AES key made from a random value (not on the token), so the same key can be put on the scratch token."""
+    import secrets
+
+    from pkcs11 import Attribute, KeyType, ObjectClass
+
+    template = {
+        **private,
+        Attribute.CLASS: ObjectClass.SECRET_KEY,
+        Attribute.KEY_TYPE: KeyType.AES,
+        Attribute.VALUE: secrets.token_bytes(plan["bits"] // 8),
+        Attribute.LABEL: plan["label"],
+        Attribute.ID: key_id,
+        Attribute.ENCRYPT: True,
+        Attribute.DECRYPT: True,
+        Attribute.WRAP: True,
+        Attribute.UNWRAP: True,
+    }
+    session.create_object(template)
+    return template
+
+
 def seed_pkcs11(state: dict[str, Any], today: str) -> dict[str, Any]:
     environment = state["env"]
     # SoftHSM reads its config when the library initialises: set it before loading.
@@ -512,7 +535,9 @@ def seed_pkcs11(state: dict[str, Any], today: str) -> dict[str, Any]:
                 Attribute.PRIVATE: True,
             }
             key_id = bytes.fromhex(plan["id"])
-            if plan["type"] == "aes":
+            if plan.get("cloned_to_scratch"):
+                backup_kek = _create_cloned_kek(session, plan, key_id, private)
+            elif plan["type"] == "aes":
                 usage = MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT
                 if plan["wrap"]:
                     usage |= MechanismFlag.WRAP | MechanismFlag.UNWRAP
@@ -546,6 +571,11 @@ def seed_pkcs11(state: dict[str, Any], today: str) -> dict[str, Any]:
                     capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
                     private_template=private,
                 )
+    # The scratch token gets the same backup KEK, as an HSM cloning ceremony would give a DR partition, so restore
+    # tests can unwrap the backups there; the value existed only in this process.
+    scratch = library.get_token(token_label=environment["KEYOPS_PKCS11_SCRATCH_TOKEN_LABEL"])
+    with scratch.open(rw=True, user_pin=environment["KEYOPS_PKCS11_PIN"]) as session:
+        session.create_object(backup_kek)
     return {
         "pkcs11": {
             "token_label": environment["KEYOPS_PKCS11_TOKEN_LABEL"],
