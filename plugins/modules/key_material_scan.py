@@ -20,15 +20,10 @@ description:
     never returned, logged or written; a SHA-256 fingerprint of the public part (or of a symmetric key) identifies
     each key instead.
 author:
-  - keyops.runbooks contributors
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
+  - Keyops Runbooks Maintainers (@keyops-runbooks)
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
+  - keyops.runbooks.attributes.INFO_MODULE
 options:
   paths:
     description: Files or directories to scan. Directories are walked recursively.
