@@ -219,9 +219,13 @@ class Reencryptor:
             item.id, item.ciphertext, base64.b64encode(reply["CiphertextBlob"]).decode("ascii"), self.dest.arn
         )
 
-    def batch(self, items: list[DataKey], tally: Tally) -> tuple[list[Update], KeyopsError | None]:
-        """Re-encrypt a batch concurrently. Returns the updates that succeeded and the run-stopping error."""
-        futures = {self.pool.submit(self.one, item): item for item in items}
+    def submit(self, items: list[DataKey]) -> dict[concurrent.futures.Future, DataKey]:
+        return {self.pool.submit(self.one, item): item for item in items}
+
+    def collect(
+        self, futures: dict[concurrent.futures.Future, DataKey], tally: Tally
+    ) -> tuple[list[Update], KeyopsError | None]:
+        """Wait for a submitted batch. Returns the updates that succeeded and the run-stopping error."""
         updates: list[Update] = []
         stop: KeyopsError | None = None
         for future in concurrent.futures.as_completed(futures):
@@ -414,7 +418,12 @@ def walk(
     started: float,
 ) -> None:
     """Stream the store from ``cursor``; commit each batch with its cursor, or stop at the first systemic error
-    with the batch's successes committed and the cursor left before the batch, so a resume redoes it."""
+    with the batch's successes committed and the cursor left before the batch, so a resume redoes it.
+
+    The next batch is read and submitted before the previous one is committed, so the pool never idles while
+    SQLite commits; a batch in flight when the run stops is simply not committed (its old ciphertexts stay).
+    """
+    in_flight: tuple[dict[concurrent.futures.Future, DataKey], str] | None = None
     for items, batch_cursor in store.batches(params["batch_size"], partition, after=cursor):
         todo = []
         for item in items:
@@ -422,35 +431,58 @@ def walk(
             if in_scope(arn):
                 check_source(worker.client, arn, checked)
                 todo.append(item)
-        updates, stop = worker.batch(todo, tally) if todo else ([], None)
-        if stop is None:
-            progress.cursor = batch_cursor
-        progress.failed = tally.failed
-        tally.reencrypted += store.commit(updates, progress)
-        elapsed = max(time.monotonic() - started, 1e-6)
-        rate = tally.reencrypted / elapsed
-        write_progress_file(
-            params.get("progress_file"),
-            {
-                "job": progress.job,
-                "partition": progress.partition,
-                "done": tally.reencrypted,
-                "total": pending,
-                "failed": tally.failed,
-                "rate_per_second": round(rate, 1),
-                "eta_seconds": round((pending - tally.reencrypted - tally.failed) / rate, 1) if rate else None,
-                "done_in_job": progress.done,
-                "updated": iso_utc(utc_now()),
-            },
+        submitted = (worker.submit(todo), batch_cursor)
+        if in_flight is not None:
+            finish_batch(store, worker, in_flight, submitted, progress, tally, pending, params, started)
+        in_flight = submitted
+    if in_flight is not None:
+        finish_batch(store, worker, in_flight, None, progress, tally, pending, params, started)
+
+
+def finish_batch(
+    store: DekStore,
+    worker: Reencryptor,
+    batch: tuple[dict[concurrent.futures.Future, DataKey], str],
+    next_batch: tuple[dict[concurrent.futures.Future, DataKey], str] | None,
+    progress: Progress,
+    tally: Tally,
+    pending: int,
+    params: dict[str, Any],
+    started: float,
+) -> None:
+    futures, batch_cursor = batch
+    updates, stop = worker.collect(futures, tally)
+    if stop is None:
+        progress.cursor = batch_cursor
+    progress.failed = tally.failed
+    tally.reencrypted += store.commit(updates, progress)
+    elapsed = max(time.monotonic() - started, 1e-6)
+    rate = tally.reencrypted / elapsed
+    write_progress_file(
+        params.get("progress_file"),
+        {
+            "job": progress.job,
+            "partition": progress.partition,
+            "done": tally.reencrypted,
+            "total": pending,
+            "failed": tally.failed,
+            "rate_per_second": round(rate, 1),
+            "eta_seconds": round((pending - tally.reencrypted - tally.failed) / rate, 1) if rate else None,
+            "done_in_job": progress.done,
+            "updated": iso_utc(utc_now()),
+        },
+    )
+    if stop is None:
+        return
+    if next_batch is not None:
+        for future in next_batch[0]:
+            future.cancel()
+        concurrent.futures.wait(next_batch[0])
+    if isinstance(stop, BackendUnavailable):
+        raise BackendUnavailable(
+            stop.action,
+            stop.key_ref,
+            f"{stop.reason}; {tally.reencrypted} data keys were committed before it",
+            f"{stop.remedy}, then run again: the run resumes after the last committed batch",
         )
-        if stop is not None:
-            raise (
-                stop
-                if not isinstance(stop, BackendUnavailable)
-                else BackendUnavailable(
-                    stop.action,
-                    stop.key_ref,
-                    f"{stop.reason}; {tally.reencrypted} data keys were committed before it",
-                    f"{stop.remedy}, then run again: the run resumes after the last committed batch",
-                )
-            )
+    raise stop
