@@ -126,7 +126,7 @@ def render_docs(staging: str, docs: list[str]) -> list[str]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
         stem = os.path.splitext(os.path.basename(path))[0]
-        if "runbooks" in os.path.normpath(path).split(os.sep):
+        if os.path.basename(os.path.dirname(os.path.abspath(path))) == "runbooks":
             stem = f"runbook-{stem}"
         _write(os.path.join(staging, "procedure", f"{stem}.md"), text.encode())
         if MarkdownIt is not None:
