@@ -9,7 +9,8 @@ LAB := $(PY) lab/keyops_lab.py
 
 ## demo: set up, start and seed the lab, run playbooks/site.yml against it
 demo: bootstrap lab-up lab-seed
-	source "$${KEYOPS_LAB_DIR:-.lab}/env.sh" && ansible-playbook playbooks/site.yml \
+	source "$${KEYOPS_LAB_DIR:-.lab}/env.sh" && KEYOPS_AUDIT_PATH="$(CURDIR)/outputs/audit/audit.jsonl" \
+		ansible-playbook playbooks/site.yml \
 		-e @"$${KEYOPS_LAB_DIR:-.lab}/estate.yml" -e keyops_output_dir="$(CURDIR)/outputs"
 	@echo "outputs: $(CURDIR)/outputs"
 
