@@ -7,17 +7,28 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-
 from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import Vault
-from ansible_collections.keyops.runbooks.plugins.module_utils.errors import IntegrityError, InvalidInput, KeyNotFound
+from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
+    IntegrityError,
+    InvalidInput,
+    KeyNotFound,
+    MissingLibrary,
+)
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import KeyRecord, finding, iso_utc, utc_now
 from ansible_collections.keyops.runbooks.plugins.module_utils.vault_backup import write_private
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+except ImportError:
+    CRYPTOGRAPHY_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
 REASONS = (
     "unspecified",
@@ -29,6 +40,11 @@ REASONS = (
     "certificate_hold",
     "privilege_withdrawn",
 )
+
+
+def require_cryptography() -> None:
+    if CRYPTOGRAPHY_IMPORT_ERROR:
+        raise MissingLibrary("cryptography", CRYPTOGRAPHY_IMPORT_ERROR)
 
 
 def serial_int(serial: str) -> int:

@@ -12,6 +12,7 @@ results carry ids, counts and versions only.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -69,7 +70,7 @@ class RewrapRequest:
 def histogram(store: DekStore, ref: str, partition: Partition) -> collections.Counter[int]:
     """How many data keys sit at each version (0: not a transit ciphertext)."""
     counts: collections.Counter[int] = collections.Counter()
-    for items, _ in store.batches(SCAN_BATCH, partition, key_ref=ref):
+    for items, _cursor in store.batches(SCAN_BATCH, partition, key_ref=ref):
         counts.update(ciphertext_version(item.ciphertext) for item in items)
     return counts
 
@@ -227,19 +228,9 @@ def rewrap_store(
     committed = resuming
     rewrap = vault.transit.rewrap_data
 
-    for items, cursor in store.batches(read_size, request.partition, key_ref=request.store_ref, after=progress.cursor):
-        todo = []
-        for item in items:
-            version = ciphertext_version(item.ciphertext)
-            seen[version] += 1
-            if version == 0:
-                failed_now += 1
-                _note(failures, item.id, "not a transit ciphertext (no vault:vN: prefix)")
-            elif version < target:
-                todo.append(item)
-                moved[version] += 1
-        processed += len(items)
-        updates: list[Update] = []
+    def send(todo: list[DataKey]) -> list[tuple[DataKey, dict[str, Any]]]:
+        """Rewrap one store batch (one request per chunk) and pair each item with its answer."""
+        answered: list[tuple[DataKey, dict[str, Any]]] = []
         for chunk in _chunks(todo, fixed, budget):
             batch_input = [
                 {"ciphertext": item.ciphertext, "key_version": target, "context": item.context}
@@ -260,19 +251,29 @@ def rewrap_store(
                     f"{len(chunk)} items; nothing of this batch was committed",
                     "Run again: the run resumes after the last committed batch",
                 )
-            for item, answered in zip(chunk, results, strict=True):
-                new = answered.get("ciphertext")
-                if new and new.startswith(prefix):
-                    updates.append(Update(item.id, item.ciphertext, new, item.key_ref))
-                else:
-                    failed_now += 1
-                    moved[ciphertext_version(item.ciphertext)] -= 1
-                    reason = (
-                        clean_message(answered["error"])
-                        if answered.get("error")
-                        else f"the answer is not at version {target}"
-                    )
-                    _note(failures, item.id, reason)
+            answered.extend(zip(chunk, results, strict=True))
+        return answered
+
+    def settle(sent: concurrent.futures.Future, invalid: list[str], cursor: str, read_so_far: int) -> None:
+        """Check one batch's answers and commit it with its cursor (batches settle in order, one at a time)."""
+        nonlocal failed_now, conflicts, committed
+        for item_id in invalid:
+            failed_now += 1
+            _note(failures, item_id, "not a transit ciphertext (no vault:vN: prefix)")
+        updates: list[Update] = []
+        for item, answered in sent.result():
+            new = answered.get("ciphertext")
+            if new and new.startswith(prefix):
+                updates.append(Update(item.id, item.ciphertext, new, item.key_ref))
+            else:
+                failed_now += 1
+                moved[ciphertext_version(item.ciphertext)] -= 1
+                reason = (
+                    clean_message(answered["error"])
+                    if answered.get("error")
+                    else f"the answer is not at version {target}"
+                )
+                _note(failures, item.id, reason)
         progress.cursor = cursor
         progress.failed = failed_before + failed_now
         # Batches with nothing to write are not committed: a run that changes nothing leaves the store untouched
@@ -280,7 +281,32 @@ def rewrap_store(
         if updates:
             committed = True
             conflicts += len(updates) - store.commit(updates, progress)
-        tracker.write(processed, total, progress.done, failed_now, progress.done - done_before)
+        tracker.write(read_so_far, total, progress.done, failed_now, progress.done - done_before)
+
+    # The next batch is on the wire while this one is checked and committed, so the server's work and ours overlap;
+    # batches still commit one after the other, in store order, and a failed request stops the run after the batches
+    # before it were committed.
+    in_flight: tuple[concurrent.futures.Future, list[str], str, int] | None = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as sender:
+        for items, cursor in store.batches(
+            read_size, request.partition, key_ref=request.store_ref, after=progress.cursor
+        ):
+            todo, invalid = [], []
+            for item in items:
+                version = ciphertext_version(item.ciphertext)
+                seen[version] += 1
+                if version == 0:
+                    invalid.append(item.id)
+                elif version < target:
+                    todo.append(item)
+                    moved[version] += 1
+            processed += len(items)
+            sent = sender.submit(send, todo)
+            if in_flight is not None:
+                settle(*in_flight)
+            in_flight = (sent, invalid, cursor, processed)
+        if in_flight is not None:
+            settle(*in_flight)
 
     if committed:
         progress.finished = iso_utc(utc_now())

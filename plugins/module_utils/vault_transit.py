@@ -329,7 +329,7 @@ def scan_stores(stores: Iterable[dict[str, Any]], ref: str, below: int) -> dict[
     for options in stores:
         with open_store(options) as store:
             found = 0
-            for items, _ in store.batches(5000, Partition(), key_ref=ref):
+            for items, _cursor in store.batches(5000, Partition(), key_ref=ref):
                 for item in items:
                     if ciphertext_version(item.ciphertext) < below:
                         found += 1

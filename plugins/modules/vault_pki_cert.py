@@ -15,7 +15,8 @@ description:
     reporting it revoked. An expired certificate is reported with status C(expired), not as revoked.
   - O(action=list) returns every certificate the engine issued, with expiry, as KeyRecords.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.audit
@@ -79,12 +80,17 @@ options:
     default: 8
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the existing certificate, the serials and the CRL; issues and revokes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: partial
     details: Serials, common names and expiry of the certificate replaced (issue) or the serials revoked.
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: A still-good certificate is kept; an already revoked serial is only confirmed in the CRL.
 notes:
@@ -159,12 +165,19 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault imp
     connect,
 )
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import InvalidInput
-from ansible_collections.keyops.runbooks.plugins.module_utils.vault_pki import REASONS, inventory, issue, revoke
+from ansible_collections.keyops.runbooks.plugins.module_utils.vault_pki import (
+    REASONS,
+    inventory,
+    issue,
+    require_cryptography,
+    revoke,
+)
 
 
 def handle(module: AnsibleModule) -> dict:
     params = module.params
     mount = check_mount(params["mount"])
+    require_cryptography()
     vault = connect(params)
     check = module.check_mode
     if params["action"] == "list":

@@ -13,7 +13,8 @@ description:
   - Writes one file per key and latest version, C(<mount>-<name>-v<version>.backup.age), 0600, atomically.
   - A backup that is empty, truncated or not at the key's latest version fails the run.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.audit
@@ -44,11 +45,16 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads each key and reports which backups would be written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: A key whose latest version already has a backup file in O(dest) is left alone unless O(force=true).
 notes:

@@ -18,7 +18,8 @@ description:
   - Trimming, raising the minimum decryption version, deletion, making a key exportable, and any change to a
     C(master-kek) need verified approvals (O(approvals)) when the policy says so.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.audit
@@ -99,10 +100,42 @@ options:
   dek_stores:
     description:
       - The data-key stores to check before raising O(min_decryption_version), trimming or deleting; each has
-        the suboptions of O(keyops.runbooks.vault_transit_rewrap#module:store).
+        the suboptions of the rewrap module's store option.
       - Data keys are matched on their C(key_ref) column, C(<mount>/<name>).
     type: list
     elements: dict
+    suboptions:
+      type:
+        description: V(sqlite), V(jsonl) or V(url).
+        type: str
+        choices: [sqlite, jsonl, url]
+        default: sqlite
+      path:
+        description: The SQLite or JSON lines file.
+        type: path
+      url:
+        description: A database URL (C(sqlite:///path)).
+        type: str
+      table:
+        description: The table that holds the data keys.
+        type: str
+        default: data_keys
+      id_column:
+        description: The column with each data key's id.
+        type: str
+        default: id
+      key_ref_column:
+        description: The column with the reference of the wrapping key.
+        type: str
+        default: key_ref
+      ciphertext_column:
+        description: The column with the wrapped data key.
+        type: str
+        default: ciphertext
+      context_column:
+        description: The column with the derivation context.
+        type: str
+        default: context
   store_key_ref:
     description: What the stores' C(key_ref) column holds for this key, when it is not C(<mount>/<name>).
     type: str
@@ -112,12 +145,17 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: The plan comes from reading the key and scanning the data-key stores; nothing is written.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Versions, version creation times and configuration flags before and after; never key material.
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: partial
     details: Every option is idempotent except O(rotate=true), which rotates on every run.
 notes:
@@ -233,7 +271,7 @@ def main() -> None:
         key_class=dict(type="str", choices=list(KEY_CLASSES)),
         policy=dict(type="dict"),
         dek_stores=dict(type="list", elements="dict", options=store["options"], required_if=store["required_if"]),
-        store_key_ref=dict(type="str"),
+        store_key_ref=dict(type="str", no_log=False),
         skip_dek_store_check=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=VAULT_REQUIRED_IF, supports_check_mode=True)

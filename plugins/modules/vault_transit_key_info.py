@@ -14,7 +14,8 @@ description:
     (unapproved type, exportable, plaintext backup allowed, deletion allowed, no automatic rotation, rotation
     overdue, name outside the naming rule).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
 options:
@@ -39,11 +40,16 @@ options:
     default: 8
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Read only.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
 notes:
   - Vault returns no version creation times for V(hmac) keys; their C(created) is empty.
@@ -118,7 +124,7 @@ def main() -> None:
         VAULT_ARGSPEC,
         mounts=dict(type="list", elements="str"),
         names=dict(type="list", elements="str"),
-        key_classes=dict(type="dict", default={}),
+        key_classes=dict(type="dict", default={}, no_log=False),
         policy=dict(type="dict"),
         workers=dict(type="int", default=8),
     )

@@ -13,7 +13,8 @@ description:
     latest version and minimum versions with the backup. A difference fails the run.
   - An empty, truncated or altered backup, or the wrong identity, fails before anything is restored.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.audit
@@ -44,12 +45,17 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Decrypts and checks the backup and reads the target name; restores nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Type, latest and minimum versions of the target key before and after.
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: A key of that name that already matches the backup is left alone.
 seealso:

@@ -18,7 +18,8 @@ description:
   - Returns counts and a version histogram before and after. Ciphertext and plaintext values are never
     returned or logged.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.dek_store
@@ -67,12 +68,17 @@ options:
     type: dict
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the key and scans the store to count what would be re-wrapped; writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The version histogram before and after.
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: Data keys already at the target version are skipped.
 notes:
@@ -273,12 +279,12 @@ def main() -> None:
         **AUDIT_ARGSPEC,
         name=dict(type="str", required=True),
         mount=dict(type="str", default="transit"),
-        key_version=dict(type="int"),
+        key_version=dict(type="int", no_log=False),
         batch_size=dict(type="int"),
         max_request_json_strings=dict(type="int", default=1000),
         job=dict(type="str"),
         progress_file=dict(type="path"),
-        store_key_ref=dict(type="str"),
+        store_key_ref=dict(type="str", no_log=False),
         key_class=dict(type="str", choices=list(KEY_CLASSES)),
         policy=dict(type="dict"),
     )

@@ -185,7 +185,7 @@ def _check_url(url: str | None, key_ref: str | None) -> str:
             "Set url (or VAULT_ADDR) to http(s)://host:port",
         )
     try:
-        _ = parsed.port
+        parsed.port  # noqa: B018 - reading the port validates it
     except ValueError as error:
         raise InvalidInput(
             "Connect to Vault",
