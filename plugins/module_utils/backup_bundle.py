@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import traceback
 from typing import Any
@@ -301,8 +302,25 @@ def verify_bundle(bundle_dir: str) -> dict[str, Any]:
 # Off-site copies: a folder, or S3 with Object Lock
 
 
+# A bundle id becomes a folder name under dest_dir (and an S3 key part): one plain segment, never a path.
+_BUNDLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def checked_bundle_id(bundle_id: str, where: str) -> str:
+    """Refuse an id that would leave the destination folder (a tampered latest.json, a hostile survey answer)."""
+    if not _BUNDLE_ID.match(bundle_id or ""):
+        raise InvalidInput(
+            "Check backup bundle id",
+            None,
+            f"the bundle id {bundle_id[:80]!r} from {where} is not a plain folder name "
+            "(letters, digits, '-', '_', '.'; no slash, not '..')",
+            "Set bundle_id to the bundle's folder name; a latest.json naming anything else has been tampered with",
+        )
+    return bundle_id
+
+
 def copy_to_dir(bundle_dir: str, dest_root: str, bundle_id: str, check_mode: bool) -> dict[str, Any]:
-    target = os.path.join(dest_root, bundle_id)
+    target = os.path.join(dest_root, checked_bundle_id(bundle_id, "bundle_id"))
     copied = []
     for relative in [*list_files(bundle_dir), MANIFEST]:
         source, destination = os.path.join(bundle_dir, relative), os.path.join(target, relative)
@@ -391,6 +409,7 @@ def upload(
     params: dict[str, Any], bundle_dir: str, bundle_id: str, prefix: str, retention_days: int, check_mode: bool
 ) -> dict[str, Any]:
     """Put every file not already there (same SHA-256), in Object Lock compliance mode when the bucket has it."""
+    checked_bundle_id(bundle_id, "bundle_id")
     bucket = Bucket(params, params["bucket"])
     locked = bucket.object_lock()
     if not locked and params.get("require_object_lock"):
@@ -417,7 +436,8 @@ def upload(
         with open(path, "rb") as handle:
             bucket.call("Upload backup bundle", "put_object", Key=key, Body=handle.read(), **extra)
     manifest_sha256 = sha256_file(os.path.join(bundle_dir, MANIFEST))
-    latest = {"bundle_id": bundle_id, "manifest_sha256": manifest_sha256}
+    created = (read_manifest(bundle_dir) or {}).get("created")
+    latest = {"bundle_id": bundle_id, "manifest_sha256": manifest_sha256, "created": created}
     pointer = json.dumps(latest, sort_keys=True).encode()
     latest_key = f"{prefix}/{LATEST}"
     current = None
@@ -425,7 +445,14 @@ def upload(
         current = json.loads(bucket.client.get_object(Bucket=bucket.name, Key=latest_key)["Body"].read())
     except (botocore.exceptions.ClientError, ValueError):
         current = None
-    if current != latest:
+    # Only a newer bundle (or this one, changed) moves the pointer: re-running an older backup never takes it back.
+    newer_there = (
+        isinstance(current, dict)
+        and current.get("bundle_id") != bundle_id
+        and (parse_time(current.get("created")) or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+        > (parse_time(created) or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    )
+    if current != latest and not newer_there:
         uploaded.append(LATEST)
         if not check_mode:
             bucket.call("Upload backup bundle", "put_object", Key=latest_key, Body=pointer)
@@ -442,8 +469,8 @@ def fetch_from_bucket(params: dict[str, Any], prefix: str, bundle_id: str | None
     bucket = Bucket(params, params["bucket"])
     if not bundle_id:
         answer = bucket.call("Find the latest backup bundle", "get_object", Key=f"{prefix}/{LATEST}")
-        bundle_id = json.loads(answer["Body"].read())["bundle_id"]
-    target = os.path.join(dest, bundle_id)
+        bundle_id = checked_bundle_id(json.loads(answer["Body"].read())["bundle_id"], f"{prefix}/{LATEST}")
+    target = os.path.join(dest, checked_bundle_id(bundle_id, "bundle_id"))
     paginator = bucket.client.get_paginator("list_objects_v2")
     keys = []
     try:
@@ -491,7 +518,7 @@ def latest_in_dir(root: str) -> str:
 
 
 def fetch_from_dir(root: str, bundle_id: str | None, dest: str) -> dict[str, Any]:
-    bundle_id = bundle_id or latest_in_dir(root)
+    bundle_id = checked_bundle_id(bundle_id or latest_in_dir(root), "bundle_id")
     source = os.path.join(root, bundle_id)
     if not os.path.isfile(os.path.join(source, MANIFEST)):
         raise KeyNotFound(
