@@ -289,7 +289,7 @@ def _link_break(
 ) -> tuple[str, str]:
     """Name what most likely happened where an event does not link to the one before it."""
     prev_hash = events[index][1]["prev_hash"]  # type: ignore[index]
-    later = {event.get("hash") for _, event in events[index + 1 :] if event}
+    later = {event.get("hash") for _unused, event in events[index + 1 :] if event}
     following = events[index + 1][1] if index + 1 < len(events) else None
     if prev_hash in later:
         return "reordered", "links to an event that comes later in the log: events were moved"

@@ -268,13 +268,12 @@ class SqliteStore(DekStore):
         cursor = self.connection.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
-            applied = 0
-            for update in updates:
-                cursor.execute(
-                    f"UPDATE {self.table} SET {ct_col} = ?, {ref_col} = ? WHERE {id_col} = ? AND {ct_col} = ?",
-                    (update.new_ciphertext, update.new_key_ref, update.id, update.old_ciphertext),
-                )
-                applied += cursor.rowcount
+            # One executemany: sqlite3 sums the rows each compare-and-swap changed into rowcount.
+            cursor.executemany(
+                f"UPDATE {self.table} SET {ct_col} = ?, {ref_col} = ? WHERE {id_col} = ? AND {ct_col} = ?",
+                [(update.new_ciphertext, update.new_key_ref, update.id, update.old_ciphertext) for update in updates],
+            )
+            applied = max(cursor.rowcount, 0) if updates else 0
             progress.done += applied
             self._write_progress(cursor, progress)
             cursor.execute("COMMIT")
@@ -286,8 +285,8 @@ class SqliteStore(DekStore):
 
     def _write_progress(self, cursor: sqlite3.Cursor, progress: Progress) -> None:
         cursor.execute(
-            f"INSERT OR REPLACE INTO {PROGRESS_TABLE} (job, partition, cursor, done, failed, started, finished, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {PROGRESS_TABLE} "
+            "(job, partition, cursor, done, failed, started, finished, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 progress.job,
                 progress.partition,

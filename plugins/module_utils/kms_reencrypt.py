@@ -153,7 +153,7 @@ def check_source(client: KmsClient, arn: str, checked: set[str]) -> None:
 
 def histogram(store: DekStore, partition: Partition, refs: KeyRefs, batch_size: int) -> dict[str, int]:
     counts: collections.Counter = collections.Counter()
-    for items, _ in store.batches(batch_size, partition):
+    for items, _unused in store.batches(batch_size, partition):
         counts.update(item.key_ref for item in items)
     merged: collections.Counter = collections.Counter()
     for ref, count in counts.items():
@@ -388,7 +388,7 @@ def count_pending(
 ) -> dict[str, int]:
     """In-scope data keys after a resume cursor (a killed run already committed everything before it)."""
     counts: collections.Counter = collections.Counter()
-    for items, _ in store.batches(batch_size, partition, after=cursor):
+    for items, _unused in store.batches(batch_size, partition, after=cursor):
         counts.update(arn for arn in (refs.arn(item.key_ref) for item in items) if in_scope(arn))
     return dict(counts)
 

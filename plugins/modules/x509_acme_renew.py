@@ -130,7 +130,7 @@ seealso:
   - module: keyops.runbooks.x509_inventory
   - module: keyops.runbooks.x509_acme_revoke
   - module: community.crypto.acme_certificate
-author: keyops.runbooks contributors
+author: Keyops Runbooks Maintainers (@keyops-runbooks)
 """
 
 EXAMPLES = r"""

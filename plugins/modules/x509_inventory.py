@@ -161,7 +161,7 @@ notes:
 seealso:
   - module: keyops.runbooks.x509_acme_renew
   - module: keyops.runbooks.x509_acme_revoke
-author: keyops.runbooks contributors
+author: Keyops Runbooks Maintainers (@keyops-runbooks)
 """
 
 EXAMPLES = r"""

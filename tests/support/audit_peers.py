@@ -29,7 +29,7 @@ def parse_frames(data: bytes) -> list[str]:
     """Split octet-counted syslog frames (``LEN SP MSG``)."""
     messages = []
     while data:
-        length, _, rest = data.partition(b" ")
+        length, _unused, rest = data.partition(b" ")
         size = int(length)
         messages.append(rest[:size].decode("utf-8"))
         data = rest[size:]
@@ -79,7 +79,7 @@ class HecCollector:
         requests = self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 requests.append({"path": self.path, "authorization": self.headers.get("Authorization", "")})
                 if self.headers.get("Authorization") != f"Splunk {token}":

@@ -47,7 +47,7 @@ def seed_store(
         todo = min(per_version, count - number)
         for start in range(0, todo, 400):
             ids, items = [], []
-            for _ in range(min(400, todo - start)):
+            for _unused in range(min(400, todo - start)):
                 item_id = f"dk-{number:07d}"
                 number += 1
                 plaintext = base64.b64encode(os.urandom(32)).decode()
@@ -87,11 +87,11 @@ def decrypt_all(client: Any, path: str, name: str, mount: str = "transit") -> di
     plaintexts: dict[str, str] = {}
     for start in range(0, len(rows), 400):
         chunk = rows[start : start + 400]
-        items = [{"ciphertext": ct, **({"context": ctx} if ctx else {})} for _, ct, ctx in chunk]
+        items = [{"ciphertext": ct, **({"context": ctx} if ctx else {})} for _unused, ct, ctx in chunk]
         try:
             answer = client.secrets.transit.decrypt_data(name, ciphertext=None, batch_input=items, mount_point=mount)
         except hvac.exceptions.InvalidRequest as error:  # some items failed: the answer still lists every item
             answer = json.loads(error.text)
-        for (item_id, _, _), result in zip(chunk, answer["data"]["batch_results"], strict=True):
+        for (item_id, _unused, _unused2), result in zip(chunk, answer["data"]["batch_results"], strict=True):
             plaintexts[item_id] = result.get("plaintext") or f"error: {result.get('error')}"
     return plaintexts

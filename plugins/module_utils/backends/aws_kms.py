@@ -120,7 +120,7 @@ def length_of(key_spec: str | None) -> int | str | None:
         return None
     if key_spec == "SYMMETRIC_DEFAULT":
         return 256
-    family, _, size = key_spec.partition("_")
+    family, _unused, size = key_spec.partition("_")
     if family in ("RSA", "HMAC") and size.isdigit():
         return int(size)
     if key_spec.startswith("ECC_NIST_"):

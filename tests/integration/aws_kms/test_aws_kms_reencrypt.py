@@ -68,7 +68,7 @@ def test_5000_data_keys_to_new_key_then_after_rotation(kms: Any, new_key: Any, t
         "change_ref": "CHG-77",
     }
 
-    check, real, _, again = four_way(MODULE, args)
+    check, real, _unused, again = four_way(MODULE, args)
 
     assert check["counts"]["pending"] == 5000 and check["after"] == {key_b["Arn"]: 5000}
     assert check["audit_events"][0]["outcome"] == "planned"
@@ -92,7 +92,7 @@ def test_5000_data_keys_to_new_key_then_after_rotation(kms: Any, new_key: Any, t
     before_rotation = {row[0]: row[2] for row in rows}
     rotated_args = {"destination_key": key_b["KeyId"], "store": store_option(db), "max_workers": 16}
 
-    check, real, _, again = four_way(MODULE, rotated_args)
+    check, real, _unused, again = four_way(MODULE, rotated_args)
 
     assert check["job"] == real["job"] != first_job
     assert real["counts"]["reencrypted"] == 5000 and again["counts"]["pending"] == 0
@@ -101,7 +101,7 @@ def test_5000_data_keys_to_new_key_then_after_rotation(kms: Any, new_key: Any, t
     assert all(row[2] != before_rotation[row[0]] for row in rows)
     decrypted = decrypt_all(kms, rows)
     assert len(decrypted) == 5000
-    assert {key_id for key_id, _ in decrypted.values()} == {key_b["Arn"]}
+    assert {key_id for key_id, _unused in decrypted.values()} == {key_b["Arn"]}
     assert all(decrypted[item_id][1] == plaintext for item_id, plaintext in plaintexts.items())
 
 

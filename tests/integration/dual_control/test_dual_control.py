@@ -115,7 +115,7 @@ def test_plan_approve_apply_against_kms(lab, kms, approvers_dir, tmp_path):
     # Plan: a --check run writes the plan; the key is untouched.
     planned = flow("plan", plan_path, alias, approvers_dir)
     assert planned.rc == 0, planned.stdout[-3000:]
-    plan, _ = approvals.load_plan(plan_path)
+    plan, _unused = approvals.load_plan(plan_path)
     assert [(a["action"], a["key_class"], a["requires_approval"]) for a in plan["actions"]] == [
         ("disable", "master-kek", True)
     ]

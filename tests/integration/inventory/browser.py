@@ -65,7 +65,7 @@ def decode_png(data: bytes) -> tuple[int, int, int, bytes]:
         elif kind == b"IDAT":
             chunks.append(body)
         position += 12 + length
-    width, height, depth, colour, _, _, interlace = header
+    width, height, depth, colour, _unused, _unused2, interlace = header
     assert depth == 8 and colour in (2, 6) and interlace == 0, f"unsupported PNG: depth {depth} colour {colour}"
     channels = 3 if colour == 2 else 4
     raw = zlib.decompress(b"".join(chunks))
@@ -96,7 +96,7 @@ def decode_png(data: bytes) -> tuple[int, int, int, bytes]:
 
 def count_colours(png: bytes, colours: dict[str, str], tolerance: int = 6) -> dict[str, int]:
     """How many pixels of the screenshot have each of the given #rrggbb colours (within ``tolerance``)."""
-    _, _, channels, pixels = decode_png(png)
+    _unused, _unused2, channels, pixels = decode_png(png)
     wanted = {name: tuple(int(value[i : i + 2], 16) for i in (1, 3, 5)) for name, value in colours.items()}
     counts = dict.fromkeys(colours, 0)
     for offset in range(0, len(pixels), channels):

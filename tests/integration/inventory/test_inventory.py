@@ -204,7 +204,7 @@ def test_the_report_module_four_ways_and_fail_on(inventory: dict[str, Any], tmp_
         "output_dir": str(tmp_path / "reports"),
         "as_of": document["as_of"],
     }
-    check, real, _, _ = four_way("keyops.runbooks.key_inventory_report", args)
+    check, real, _unused, _unused2 = four_way("keyops.runbooks.key_inventory_report", args)
     assert not (tmp_path / "reports").exists() or check["changed"]
     assert real["counts"] == document["summary"]
     assert sorted(os.listdir(tmp_path / "reports")) == ["key-inventory.csv", "key-inventory.html", "key-inventory.json"]

@@ -91,7 +91,7 @@ class Hsm:
             if re.match(r"^(Secret|Private|Public) Key Object", line):
                 objects.append({"kind": line.split(";")[0].strip(), "type": line.split(";", 1)[-1].strip()})
             elif objects and ":" in line and line.startswith("  "):
-                name, _, value = line.strip().partition(":")
+                name, _unused, value = line.strip().partition(":")
                 objects[-1][name.strip()] = value.strip()
         return objects
 

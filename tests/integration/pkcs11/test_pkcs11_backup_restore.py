@@ -50,7 +50,7 @@ def test_backup_then_restore_on_another_token(hsm: Hsm, transport: dict[str, str
     backup_args = dict(
         hsm.connection(), wrapping_key_label=transport["kek"], backup_dir=folder, labels=source_keys, change_ref="CHG-7"
     )
-    check, real, _, again = four_way(BACKUP, backup_args)
+    check, real, _unused, again = four_way(BACKUP, backup_args)
 
     assert sorted(item["label"] for item in real["backed_up"]) == sorted([AES_A, AES_B, EC, RSA])
     assert [item["label"] for item in real["not_wrapped"]] == [LOCKED]
@@ -66,7 +66,7 @@ def test_backup_then_restore_on_another_token(hsm: Hsm, transport: dict[str, str
         assert hashlib.sha256(blob).hexdigest() == entry["sha256"]
 
     restore_args = dict(hsm.connection(TARGET), backup_dir=folder, change_ref="CHG-8")
-    check, real, _, again = four_way(RESTORE, restore_args)
+    check, real, _unused, again = four_way(RESTORE, restore_args)
     assert sorted(item["label"] for item in real["restored"]) == sorted([AES_A, AES_B, EC, RSA])
     assert all(item["known_answer"]["passed"] for item in real["restored"])
     assert all(item["known_answer"]["passed"] for item in again["restored"])

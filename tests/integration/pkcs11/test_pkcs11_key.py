@@ -30,7 +30,7 @@ def test_create_every_algorithm_four_ways(hsm: Hsm) -> None:
         {"label": f"kt-create-transport-{DAY}", "algorithm": "RSA-3072"},
         {"label": f"kt-create4096-transport-{DAY}", "algorithm": "RSA-4096"},
     ]
-    check, real, _, again = four_way(MODULE, dict(hsm.connection(), keys=keys, change_ref="CHG-1"))
+    check, real, _unused, again = four_way(MODULE, dict(hsm.connection(), keys=keys, change_ref="CHG-1"))
 
     assert [event["outcome"] for event in check["audit_events"]] == ["planned"] * 5
     assert [event["outcome"] for event in real["audit_events"]] == ["changed"] * 5
@@ -94,7 +94,7 @@ def test_extractable_key_and_explicit_dates_on_a_pair(hsm: Hsm) -> None:
 def test_duplicates_are_an_error_listing_candidates(hsm: Hsm) -> None:
     label = f"kt-twin-dek-{DAY}"
     with hsm.session() as session:
-        for _ in range(2):
+        for _unused in range(2):
             session.generate_key(KeyType.AES, 256, label=label, id=b"\x77\x77", store=True)
     for state in ("present", "absent"):
         result = run_module(
@@ -119,7 +119,7 @@ def test_rotation_makes_a_successor_and_ends_the_old_key(hsm: Hsm) -> None:
     old = "kt-rotate-sign-20250101"
     make_keys(hsm, SOURCE, [(old, "EC-P256", False)])
     old_id = next(item["ID"] for item in listed(hsm, old))
-    check, real, _, again = four_way(
+    check, real, _unused, again = four_way(
         MODULE, dict(hsm.connection(), keys=[{"label": old, "id": old_id, "state": "rotated"}])
     )
 
@@ -157,7 +157,7 @@ def test_destroy_needs_exact_id_and_two_approvers(hsm: Hsm) -> None:
     assert unapproved.get("failed") and "dual control" in unapproved["msg"]
     assert len(listed(hsm, label)) == 1
 
-    _, real, _, _ = four_way(
+    _unused, real, _unused2, _unused3 = four_way(
         MODULE, dict(hsm.connection(), keys=[{"label": label, "id": key_id, "state": "absent"}], approvals=APPROVALS)
     )
     assert real["audit_events"][0]["action"] == "destroy"
@@ -205,7 +205,7 @@ def test_connection_failures_say_what_to_fix(hsm: Hsm) -> None:
             "ignore_errors": True,
             MODULE: dict(hsm.connection(**overrides), keys=[{"label": f"kt-never-dek-{DAY}"}]),
         }
-        for case, overrides, _ in CONNECTION_FAILURES
+        for case, overrides, _unused in CONNECTION_FAILURES
     ]
     run = run_tasks(tasks)
     loud = run_tasks(tasks, verbosity=3, callback="ansible.builtin.default")

@@ -104,10 +104,10 @@ def test_bad_input_gives_a_clear_error_naming_the_key(
         "denied token": (KEY, {"name": name, "token": denied}, [name, "permission denied", "token"]),
     }
     run = run_tasks(
-        [task(label, module, args, may_fail=True) for label, (module, args, _) in cases.items()], verbosity=3
+        [task(label, module, args, may_fail=True) for label, (module, args, _unused) in cases.items()], verbosity=3
     )
     results = {result["_task"]: result for result in run.results}
-    for label, (_, _, words) in cases.items():
+    for label, (_unused, _unused2, words) in cases.items():
         result = results[label]
         assert result.get("failed"), label
         for word in words:

@@ -38,7 +38,7 @@ def test_issue_revoke_list(oracle: Any, tmp_path: Any) -> None:
     )
     first = play([*four_way_tasks("issue", PKI, issue), task("short-lived", PKI, short)])
 
-    check, real, again, _ = assert_four_way(first, "issue")
+    check, real, again, _unused = assert_four_way(first, "issue")
     cert = real["certificate"]
     assert "private_key" not in str(first) and "PRIVATE KEY" not in str(first)
     assert oct(os.stat(issue["key_path"]).st_mode & 0o777) == "0o600"
@@ -60,7 +60,7 @@ def test_issue_revoke_list(oracle: Any, tmp_path: Any) -> None:
             task("list", PKI, {"action": "list"}),
         ]
     )
-    check, real, again, _ = assert_four_way(second, "revoke")
+    check, real, again, _unused = assert_four_way(second, "revoke")
     assert check["revocations"][0]["status"] == "would_revoke"
     assert real["revocations"][0]["revoked"] and real["revocations"][0]["crl_confirmed"]
     assert real["audit_events"][0]["detail"]["revocation_reason"] == "key_compromise"
@@ -90,7 +90,7 @@ def test_raft_snapshot_save_and_restore(lab: dict[str, Any], raft_oracle: Any, t
             task("restore bogus", SNAPSHOT, {**connection, "path": str(bogus), "state": "restored"}, may_fail=True),
         ]
     )
-    _, saved, again, _ = assert_four_way(first, "save")
+    _unused, saved, again, _unused2 = assert_four_way(first, "save")
     assert saved["snapshot_sha256"] == again["snapshot_sha256"] and saved["bytes"] == os.path.getsize(path)
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert first["restore bogus"]["failed"] and "not a snapshot" in first["restore bogus"]["msg"]

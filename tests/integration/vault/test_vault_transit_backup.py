@@ -50,7 +50,7 @@ def test_backup_restore_compare(oracle: Any, scratch: Any, tmp_path: Any) -> Non
             task("locked key", BACKUP, {**backup_args, "names": [locked]}, may_fail=True),
         ]
     )
-    _, real, _, _ = assert_four_way(first, "backup")
+    _unused, real, _unused2, _unused3 = assert_four_way(first, "backup")
     entry = real["backups"][0]
     path = entry["path"]
     # Transit lists (and backs up as live) the versions from min_decryption_version on.
@@ -99,7 +99,7 @@ def test_backup_restore_compare(oracle: Any, scratch: Any, tmp_path: Any) -> Non
     )
     second = {result["_task"]: result for result in run.results}
 
-    check, real, _, _ = assert_four_way(second, "restore")
+    check, real, _unused, _unused2 = assert_four_way(second, "restore")
     expected = {
         "type": "aes256-gcm96",
         "latest_version": 3,

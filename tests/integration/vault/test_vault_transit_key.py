@@ -29,10 +29,10 @@ def test_create_configure_rotate(oracle: Any, scratch: Any) -> None:
         ]
     )
 
-    check, real, _, _ = assert_four_way(results, "create")
+    check, real, _unused, _unused2 = assert_four_way(results, "create")
     assert check["actions"] == ["create", "configure"] and check["audit_events"][0]["outcome"] == "planned"
     assert real["diff"]["before"] == {"exists": False} and real["audit_events"][0]["outcome"] == "changed"
-    _, configured, _, _ = assert_four_way(results, "configure")
+    _unused, configured, _unused2, _unused3 = assert_four_way(results, "configure")
     assert configured["diff"]["before"]["auto_rotate_period"] == 30 * 86400
     assert configured["diff"]["after"]["auto_rotate_period"] == 0
 
@@ -54,7 +54,7 @@ def test_create_configure_rotate(oracle: Any, scratch: Any) -> None:
 
 
 def test_raise_min_versions_and_trim_are_guarded(oracle: Any, dek_store: Any) -> None:
-    name, path, _ = dek_store(count=60)
+    name, path, _unused = dek_store(count=60)
     store = {"type": "sqlite", "path": path}
     raise_min = {"name": name, "min_decryption_version": 3, "min_encryption_version": 3, "dek_stores": [store]}
     results = play(

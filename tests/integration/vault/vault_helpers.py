@@ -27,7 +27,7 @@ def task(name: str, module: str, args: dict[str, Any], check: bool = False, may_
 
 
 def four_way_tasks(label: str, module: str, args: dict[str, Any]) -> list[dict[str, Any]]:
-    return [task(f"{label}: {way}", module, args, check) for way, check, _ in FOUR_WAY]
+    return [task(f"{label}: {way}", module, args, check) for way, check, _unused in FOUR_WAY]
 
 
 def play(tasks: list[dict[str, Any]], **options: Any) -> dict[str, dict[str, Any]]:
@@ -41,7 +41,7 @@ def play(tasks: list[dict[str, Any]], **options: Any) -> dict[str, dict[str, Any
 def assert_four_way(results: dict[str, dict[str, Any]], label: str) -> list[dict[str, Any]]:
     """Check and real runs change; the idempotent check and real runs do not; none fails."""
     found = []
-    for way, _, expect_changed in FOUR_WAY:
+    for way, _unused, expect_changed in FOUR_WAY:
         result = results[f"{label}: {way}"]
         assert not result.get("failed"), f"{label} {way}: {result.get('msg')}"
         assert result.get("changed") is expect_changed, f"{label} {way}: {json.dumps(result)[:1500]}"

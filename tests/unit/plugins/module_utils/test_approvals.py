@@ -128,15 +128,15 @@ def test_happy_path_two_distinct_approvers_pass_the_module_gate(estate, tmp_path
 
 def _plan_then_edit(estate, folder):
     """Approvers sign a plan; then someone rewrites the file as a new, self-consistent plan."""
-    plan_path, _ = make_plan(folder)
+    plan_path, _unused = make_plan(folder)
     signatures = [sign(estate, plan_path, "alice"), sign(estate, plan_path, "bob")]
     make_plan(folder, events=[event(), event("destroy", "transit/prod-payments-kek-20241203")])
     return plan_path, signatures
 
 
 def _signed_other_plan(estate, folder):
-    plan_path, _ = make_plan(folder)
-    other_path, _ = make_plan(folder, "other.json", events=[event("destroy")])
+    plan_path, _unused = make_plan(folder)
+    other_path, _unused = make_plan(folder, "other.json", events=[event("destroy")])
     return plan_path, [sign(estate, other_path, "alice"), sign(estate, plan_path, "bob")]
 
 
@@ -169,7 +169,7 @@ BYPASSES = [
 
 
 def _pair(estate, folder, who, requester="operator@keyops.lab", namespace=None):
-    plan_path, _ = make_plan(folder, requester=requester)
+    plan_path, _unused = make_plan(folder, requester=requester)
     return plan_path, [
         sign(estate, plan_path, name, (namespace or {}).get(name, "keyops-plan"), suffix=str(n))
         for n, name in enumerate(who)
@@ -198,14 +198,14 @@ def test_every_way_around_the_rule_is_refused_with_its_reason(estate, tmp_path, 
 
 
 def test_one_key_under_two_principals_counts_once(estate, tmp_path):
-    plan_path, _ = make_plan(str(tmp_path))
+    plan_path, _unused = make_plan(str(tmp_path))
     with pytest.raises(PolicyViolation) as refused:
         verify(estate, plan_path, [sign(estate, plan_path, "alice")], signers=estate["shared_signers"], quorum=1)
     assert "listed for several principals" in refused.value.message
 
 
 def test_expired_plan_refuses_every_approval(estate, tmp_path):
-    plan_path, _ = make_plan(str(tmp_path))
+    plan_path, _unused = make_plan(str(tmp_path))
     signatures = [sign(estate, plan_path, "alice"), sign(estate, plan_path, "bob")]
 
     with pytest.raises(PolicyViolation) as refused:
@@ -215,7 +215,7 @@ def test_expired_plan_refuses_every_approval(estate, tmp_path):
 
 
 def test_recomputed_digest_must_be_the_approved_one(estate, tmp_path):
-    plan_path, _ = make_plan(str(tmp_path))
+    plan_path, _unused = make_plan(str(tmp_path))
     signatures = [sign(estate, plan_path, "alice"), sign(estate, plan_path, "bob")]
 
     with pytest.raises(PolicyViolation) as refused:
@@ -238,7 +238,7 @@ def test_plan_edited_by_hand_is_refused_before_any_signature(estate, tmp_path):
 
 
 def test_distinct_teams_when_the_policy_asks(estate, tmp_path):
-    plan_path, _ = make_plan(str(tmp_path), events=[event("destroy", key_class="kek")])
+    plan_path, _unused = make_plan(str(tmp_path), events=[event("destroy", key_class="kek")])
     signatures = [sign(estate, plan_path, "bob"), sign(estate, plan_path, "carol")]
 
     assert len(verify(estate, plan_path, signatures)["approvals"]) == 2
@@ -248,7 +248,7 @@ def test_distinct_teams_when_the_policy_asks(estate, tmp_path):
 
 
 def test_unclassified_key_needs_an_approver_allowed_for_every_class(estate, tmp_path):
-    plan_path, _ = make_plan(str(tmp_path), events=[event("destroy", key_class=None)])
+    plan_path, _unused = make_plan(str(tmp_path), events=[event("destroy", key_class=None)])
     with pytest.raises(PolicyViolation) as refused:
         verify(estate, plan_path, [sign(estate, plan_path, "alice"), sign(estate, plan_path, "carol")])
     assert "key class unclassified" in refused.value.message
@@ -273,7 +273,7 @@ AWX_CASES = [
 def test_awx_approval_nodes_follow_the_same_rules(estate, tmp_path, case, offered, job, reason):
     requester = "bob" if case == "requester approves" else "operator"
     events = [event("destroy", key_class="kek")] if case == "same team" else None
-    _, plan = make_plan(str(tmp_path), requester=requester, events=events)
+    _unused, plan = make_plan(str(tmp_path), requester=requester, events=events)
 
     if reason is None:
         outcome = approvals.verify_awx_approvals(plan, offered, job, estate["approvers"], 2, now=NOW)

@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import (
-    JsonLinesStore,
     WHOLE,
+    JsonLinesStore,
     Partition,
     Progress,
     Update,
@@ -78,6 +78,23 @@ def test_compare_and_swap_never_overwrites_a_changed_ciphertext(sqlite_path):
     applied = store.commit([Update("dk-00001", "vault:v9:stale", "vault:v2:x", "k")], Progress("j", "0/1"))
     assert applied == 0
     assert next(store.batches(2))[0][1].ciphertext == "vault:v1:1"
+
+
+def test_a_batch_applies_only_its_unchanged_items_and_counts_them(sqlite_path):
+    store = open_store({"type": "sqlite", "path": sqlite_path})
+    progress = Progress("j", "0/1", done=5)
+    updates = [
+        Update("dk-00001", "vault:v1:1", "vault:v2:a", "k2"),
+        Update("dk-00002", "vault:v9:someone-else", "vault:v2:b", "k2"),
+        Update("dk-00003", "vault:v1:3", "vault:v2:c", "k2"),
+    ]
+    assert store.commit(updates, progress) == 2
+    assert progress.done == 7
+    assert store.commit([], progress) == 0
+    store.finish()
+    found = {item.id: item.ciphertext for items, _cursor in store.batches(1000) for item in items}
+    assert (found["dk-00001"], found["dk-00002"], found["dk-00003"]) == ("vault:v2:a", "vault:v1:2", "vault:v2:c")
+    assert store.load_progress("j", "0/1").done == 7
 
 
 def test_partitions_are_disjoint_and_complete(sqlite_path):

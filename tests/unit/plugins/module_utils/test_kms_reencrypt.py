@@ -100,7 +100,7 @@ def reply(key_id: str = DEST, blob: bytes = b"new") -> dict:
 
 
 def test_answer_naming_another_key_keeps_the_old_ciphertext(tmp_path: Path) -> None:
-    path, progress, tally, _ = run_walk(tmp_path, 3, [reply(), reply(key_id=SOURCE), reply()])
+    path, progress, tally, _unused = run_walk(tmp_path, 3, [reply(), reply(key_id=SOURCE), reply()])
 
     assert tally.reencrypted == 2 and tally.failed == 1 and tally.failure_codes == {"WrongDestinationKey": 1}
     stored = rows(path)

@@ -73,7 +73,7 @@ def test_each_schema_error_names_line_field_and_key(change: tuple[str, str], lin
 
 def test_every_error_is_reported_at_once_in_line_order() -> None:
     broken = GOOD_ENTRY.replace("backend: vault_transit", "backend: vault").replace("owner:", "ownr:")
-    _, errors = parse_register(register(broken, GOOD_ENTRY.replace("payments", "orders").replace("90", "zero")))
+    _unused, errors = parse_register(register(broken, GOOD_ENTRY.replace("payments", "orders").replace("90", "zero")))
     # The misspelt "ownr" says which field is meant, so "owner is required" is not repeated.
     assert [(error.line, error.field) for error in errors] == [
         (3, "backend"),
@@ -95,7 +95,7 @@ def test_every_error_is_reported_at_once_in_line_order() -> None:
     ],
 )
 def test_structural_errors_name_their_line(text: str, line: int, words: str) -> None:
-    _, errors = parse_register(text)
+    _unused, errors = parse_register(text)
     assert errors and errors[0].line == line and words in str(errors[0]), errors
 
 
@@ -110,7 +110,7 @@ def test_a_key_registered_twice_is_an_error_pointing_at_both_lines() -> None:
 
 
 def test_a_field_given_twice_in_one_entry_is_an_error() -> None:
-    _, errors = parse_register(register(GOOD_ENTRY + "    owner: someone-else\n"))
+    _unused, errors = parse_register(register(GOOD_ENTRY + "    owner: someone-else\n"))
     assert str(errors[0]).startswith("line 12, field 'owner'") and "appears twice" in str(errors[0])
 
 

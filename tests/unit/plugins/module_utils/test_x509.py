@@ -290,11 +290,11 @@ def test_discovery_recurses_with_include_and_exclude(tmp_path, pki):
     files, errors = scan_x509.discover_files([str(tmp_path)], scan_x509.DEFAULT_INCLUDE, ["*/archive"], True)
     assert errors == []
     assert sorted(os.path.relpath(path, tmp_path) for path in files) == ["a/b/two.crt", "a/one.pem", "three.der"]
-    flat, _ = scan_x509.discover_files([str(tmp_path)], ["*.pem", "*.der"], [], False)
+    flat, _unused = scan_x509.discover_files([str(tmp_path)], ["*.pem", "*.der"], [], False)
     assert [os.path.relpath(path, tmp_path) for path in flat] == ["three.der"]
-    named, _ = scan_x509.discover_files([str(tmp_path / "a/b/skip.txt")], ["*.pem"], [], True)
+    named, _unused = scan_x509.discover_files([str(tmp_path / "a/b/skip.txt")], ["*.pem"], [], True)
     assert named == [str(tmp_path / "a/b/skip.txt")]
-    _, missing = scan_x509.discover_files([str(tmp_path / "nope")], ["*"], [], True)
+    _unused, missing = scan_x509.discover_files([str(tmp_path / "nope")], ["*"], [], True)
     assert missing[0].message == "no such file or directory"
 
 
@@ -437,7 +437,7 @@ def _listener(behaviour: str) -> tuple[socket.socket, threading.Thread]:
     def serve() -> None:
         try:
             while True:
-                conn, _ = server.accept()
+                conn, _unused = server.accept()
                 if behaviour == "garbage":
                     conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n" * 4)
                     conn.close()
