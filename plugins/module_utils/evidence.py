@@ -18,6 +18,7 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import traceback
@@ -288,9 +289,20 @@ def write_archive(folder: str, archive: str) -> None:
     write_private(archive, compressed.getvalue())
 
 
+# The package id becomes a folder name the build replaces (rmtree + rename): one plain segment, never a path.
+_PACKAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
 def build(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     """Collect into a staging folder, compare with the package already there, replace it only when different."""
     output_dir, package_id = params["output_dir"], params["package_id"]
+    if not _PACKAGE_ID.match(package_id or ""):
+        raise InvalidInput(
+            "Build evidence package",
+            None,
+            f"package_id {package_id[:80]!r} is not a plain name (letters, digits, '-', '_', '.'; no slash)",
+            "Set package_id to a plain name, for example 2026-q4",
+        )
     folder = os.path.join(output_dir, f"evidence-{package_id}")
     archive = folder + ".tar.gz"
     key = load_private_key(params["signing_key"])
