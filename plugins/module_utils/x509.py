@@ -156,7 +156,13 @@ def certificates_from_bytes(
                 )
                 continue
             found.append(Found(cert, {"type": "file", "path": source, "format": "pem", "block": index}))
-        return found, errors, index >= 0
+        # A BEGIN line without its END (a file cut short by a copy or a full disk) matches no block above.
+        begun = sum(data.count(b"-----BEGIN " + label.encode("ascii") + b"-----") for label in CERT_PEM_LABELS)
+        if begun > index + 1:
+            errors.append(
+                ScanError(source, "file", f"{begun - index - 1} PEM certificate block(s) have no END line: truncated")
+            )
+        return found, errors, begun > 0
 
     attempts = (_from_pkcs12, _from_der) if pkcs12_hint else (_from_der, _from_pkcs12)
     reasons = []
