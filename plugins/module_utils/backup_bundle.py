@@ -138,7 +138,12 @@ def keys_from_sources(bundle_dir: str, sources: list[Any]) -> tuple[list[dict[st
             key["canaries"] = sum(1 for item in canaries if item["key_ref"] == key["key_ref"])
         elif key["backend"] == "vault_raft":
             key["canaries"] = sum(1 for item in canaries if item["server"] == key["server"])
-    return keys, left_out
+
+    # Sorted, so the same backup gives the same manifest whatever order a backend listed its keys in.
+    def order(item: dict[str, Any]) -> tuple[str, ...]:
+        return (item["backend"], str(item.get("token") or item.get("server") or ""), str(item["key_ref"]))
+
+    return sorted(keys, key=order), sorted(left_out, key=order)
 
 
 def kms_status(kms_keys: list[dict[str, Any]]) -> dict[str, Any]:
