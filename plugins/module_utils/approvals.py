@@ -195,7 +195,7 @@ def plan_bytes(plan: dict[str, Any]) -> bytes:
 def write_private_file(path: str, data: bytes) -> None:
     """Write atomically (temporary file in the same folder, then rename) with mode 0600."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".keyops-", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:

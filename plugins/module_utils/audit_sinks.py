@@ -136,7 +136,16 @@ class AuditSettings:
 
 
 def ensure_private_dir(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    # os.makedirs gives the folders it makes on the way the umask's mode, not 0700: with the spool made first,
+    # the log's own folder would be world-writable under umask 000. Make every missing level 0700.
+    missing = []
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
 
 
 def append_line(path: str, record: dict[str, Any]) -> None:

@@ -26,7 +26,8 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.records import CSV
 
 FORMATS = ("csv", "json", "html")
 FILE_NAMES = {"csv": "key-inventory.csv", "json": "key-inventory.json", "html": "key-inventory.html"}
-FILE_MODE = 0o640
+# Reports name weak, exposed and overdue keys, which an attacker would read first: owner-only, like every file here.
+FILE_MODE = 0o600
 SEVERITY_COLOURS = {"critical": "#7f1d1d", "high": "#dc2626", "medium": "#f59e0b", "low": "#3b82f6", "info": "#9ca3af"}
 CLASS_COLOURS = {
     "master-kek": "#7c3aed",
@@ -127,7 +128,7 @@ def needs_writing(output_dir: str, document: dict[str, Any], formats: list[str])
 def write_files(output_dir: str, texts: dict[str, str]) -> dict[str, str]:
     """Write each file atomically (temp file, then rename); return the paths written."""
     try:
-        os.makedirs(output_dir, exist_ok=True)
+        os.makedirs(output_dir, mode=0o700, exist_ok=True)
     except OSError as error:
         raise InvalidInput(
             "Write key inventory",

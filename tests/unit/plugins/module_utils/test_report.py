@@ -76,7 +76,7 @@ def test_the_json_report_holds_summary_findings_and_the_due_list(tmp_path) -> No
 def test_files_are_rewritten_only_when_the_content_changes(tmp_path) -> None:
     assert run(tmp_path)["changed"] is True
     mode = os.stat(tmp_path / "out" / "key-inventory.csv").st_mode & 0o777
-    assert mode == 0o640
+    assert mode == 0o600
     # A later run with the same content changes nothing, though it runs at another time.
     assert run(tmp_path, as_of="2026-12-03T13:00:00Z")["changed"] is False
     assert run(tmp_path, records=RECORDS[:2])["changed"] is True
