@@ -47,7 +47,7 @@ unit:
 	$(PY) -m pytest tests/unit -q
 
 integration:
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration tests/reliability -q
 
 molecule:
 	scripts/molecule.sh
