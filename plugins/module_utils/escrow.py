@@ -86,7 +86,7 @@ def check_custodians(custodians: list[Any], threshold: int) -> list[dict[str, st
     parsed: list[dict[str, str]] = []
     for entry in custodians:
         if isinstance(entry, str):
-            name, _, recipient = entry.strip().partition(" ")
+            name, _space, recipient = entry.strip().partition(" ")
             entry = {"name": name, "recipient": recipient.strip()}
         if not isinstance(entry, dict) or not entry.get("name") or not entry.get("recipient"):
             raise InvalidInput("Read custodians", None, "each custodian needs a name and a recipient", "Fix custodians")

@@ -17,7 +17,8 @@ description:
     verifies it against its manifest.
   - V(verified) - verifies O(bundle_dir) against its manifest - changed, missing and added files.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   state:
     description: What to do.
@@ -95,12 +96,17 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: V(present) reports what would be written and uploaded; V(fetched) still fetches (into O(dest_dir)) and
       verifies, since that changes nothing anywhere else.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: A manifest that already describes the same files is kept (with its time); files already off-site with the
       same SHA-256 are not sent again. V(fetched) replaces the local copy each run and reports no change.

@@ -17,7 +17,8 @@ description:
     backups are encrypted to the recipient, and only O(threshold) custodians together can recover it
     (M(keyops.runbooks.escrow_restore_test)).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.audit
 options:
@@ -39,11 +40,16 @@ options:
     default: 2
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports whether an escrow key would be made; makes none.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details:
       - A bundle that already has an escrow key for the same custodians and threshold, with every share file intact,

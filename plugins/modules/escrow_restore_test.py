@@ -24,7 +24,8 @@ description:
   - Writes C(restore-test-<bundle id>.json) and C(.md) into O(report_dir) - pass/fail per key, timings, the time to
     recover and what was cleaned up - and fails, after writing them, when anything did not pass.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.audit
@@ -82,11 +83,16 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: partial
     details: Verifies the manifest and reports what would be restored; recovers and restores nothing, writes no report.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details:
       - Scratch targets are removed at the end, so the estate is as before.
@@ -277,10 +283,12 @@ def main() -> None:
                 mutually_exclusive=[("identity", "identity_file")],
             ),
             scratch_mount=dict(type="str"),
-            scratch_token_label=dict(type="str", fallback=(env_fallback, ["KEYOPS_PKCS11_SCRATCH_TOKEN_LABEL"])),
+            scratch_token_label=dict(
+                type="str", no_log=False, fallback=(env_fallback, ["KEYOPS_PKCS11_SCRATCH_TOKEN_LABEL"])
+            ),
             pkcs11_module=dict(type="path", fallback=(env_fallback, ["KEYOPS_PKCS11_MODULE"])),
             scratch_token_pin=dict(type="str", no_log=True, fallback=(env_fallback, ["KEYOPS_PKCS11_PIN"])),
-            unwrapping_key_label=dict(type="str"),
+            unwrapping_key_label=dict(type="str", no_log=False),
             report_dir=dict(type="path", required=True),
             force=dict(type="bool", default=False),
         ),

@@ -19,7 +19,8 @@ description:
   - Files that could hold key material or secrets are never collected, whatever O(sources) says (C(*.age),
     C(*.agekey), C(*.snap), C(*.wrapped), C(*.sqlite), C(*.p12), C(env.sh), C(lab.json), signing keys).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   output_dir:
     description: Where the package folder and archive are written.
@@ -80,11 +81,16 @@ options:
     required: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Collects into a temporary folder, which is removed, and reports whether the package would change.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details:
       - When the collected content equals the package already there (every file's SHA-256), it is left alone,

@@ -12,7 +12,8 @@ description:
     manifest, and names each file that was changed, is missing or was added.
   - Takes the package folder or its tar.gz (unpacked into a temporary folder, regular files only, nothing outside it).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   path:
     description: The package folder or its C(.tar.gz).
@@ -30,11 +31,16 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads only.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: Reads only.
 seealso:

@@ -40,6 +40,7 @@ options:
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the keys and the file and reports which canaries would be made.
   diff_mode:
