@@ -394,7 +394,11 @@ def parse_ssh_time(text: str) -> dt.datetime | None:
         return None
     digits = match.group(1) + (match.group(2) or "0000")
     digits += "00" if len(digits) == 12 else ""
-    moment = dt.datetime.strptime(digits, "%Y%m%d%H%M%S")
+    try:
+        moment = dt.datetime.strptime(digits, "%Y%m%d%H%M%S")
+    except ValueError:
+        # Digits that are no calendar time (a typo such as month 13): ssh-keygen ignores such an entry too.
+        return None
     return moment.replace(tzinfo=UTC) if match.group(4) else moment.astimezone(UTC)
 
 
