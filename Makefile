@@ -5,7 +5,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 LAB := $(PY) lab/keyops_lab.py
 
-.PHONY: demo test bootstrap bootstrap-test lab-up lab-seed lab-status lab-down lint sanity unit integration molecule bench reliability build
+.PHONY: demo test bootstrap bootstrap-test lab-up lab-seed lab-status lab-down lint sanity unit integration molecule bench bench-smoke reliability build
 
 ## demo: set up, start and seed the lab, run playbooks/site.yml against it
 demo: bootstrap lab-up lab-seed
@@ -15,7 +15,7 @@ demo: bootstrap lab-up lab-seed
 	@echo "outputs: $(CURDIR)/outputs"
 
 ## test: set up and run every check CI runs
-test: bootstrap-test lint sanity unit integration molecule
+test: bootstrap-test lint sanity unit integration molecule bench-smoke
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -57,6 +57,10 @@ build:
 
 bench: bootstrap
 	$(PY) bench/run.py
+
+## bench-smoke: every benchmark on small N with its correctness checks (CI; about two minutes)
+bench-smoke:
+	$(PY) -m pytest tests/bench -q
 
 reliability: bootstrap-test
 	$(PY) -m pytest tests/reliability -q --full
