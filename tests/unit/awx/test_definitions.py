@@ -30,6 +30,7 @@ MODULES = {
     "controller_execution_environments": "execution_environment",
     "controller_projects": "project",
     "controller_inventories": "inventory",
+    "controller_hosts": "host",
     "controller_credential_types": "credential_type",
     "controller_credentials": "credential",
     "controller_templates": "job_template",
