@@ -266,7 +266,8 @@ def run_journal(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     now = iso_utc(utc_now())
     state = params["state"]
     if state == "verified":
-        return dict(verify_report(params["report_path"] or path), changed=False)
+        report_path = params.get("report_path") or os.path.join(os.path.dirname(path), "report.json")
+        return dict(verify_report(report_path), changed=False)
 
     journal = load_journal(path)
     created = journal is None
