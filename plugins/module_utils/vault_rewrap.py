@@ -75,6 +75,25 @@ def histogram(store: DekStore, ref: str, partition: Partition) -> collections.Co
     return counts
 
 
+def check_sizes(request: RewrapRequest) -> None:
+    """Refuse request sizes that would send no item: the histogram after would then claim work that was not done."""
+    smallest = _TOP_LEVEL_STRINGS + _ITEM_STRINGS + _CONTEXT_STRINGS
+    if request.batch_size is not None and request.batch_size < 1:
+        raise InvalidInput(
+            "Rewrap data keys",
+            request.ref,
+            f"batch_size {request.batch_size} is below 1",
+            "Leave batch_size out to size requests from max_request_json_strings, or set it to 1 or more",
+        )
+    if request.max_request_json_strings < smallest:
+        raise InvalidInput(
+            "Rewrap data keys",
+            request.ref,
+            f"max_request_json_strings {request.max_request_json_strings} cannot hold one item ({smallest} strings)",
+            "Set max_request_json_strings to the listener's limit (default 1000)",
+        )
+
+
 def target_version(vault: Vault, request: RewrapRequest) -> int:
     """The version to wrap under: the latest, or the one asked for, if it may still encrypt."""
     ref = request.ref
@@ -182,6 +201,7 @@ def rewrap_store(
 ) -> dict[str, Any]:
     """Re-wrap every data key of ``request.ref`` below the target version; return counts, never values."""
     ref = request.ref
+    check_sizes(request)
     target = target_version(vault, request)
     job = request.job or f"rewrap:{ref}:v{target}"
     label = request.partition.label

@@ -19,7 +19,7 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
 )
 from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy
 from ansible_collections.keyops.runbooks.plugins.module_utils.vault_backup import check_backup
-from ansible_collections.keyops.runbooks.plugins.module_utils.vault_rewrap import _chunks
+from ansible_collections.keyops.runbooks.plugins.module_utils.vault_rewrap import RewrapRequest, _chunks, rewrap_store
 from ansible_collections.keyops.runbooks.plugins.module_utils.vault_transit import (
     check_guard,
     ciphertext_version,
@@ -174,6 +174,21 @@ def test_requests_fit_the_default_listener(contexts: int, sizes: list[int]) -> N
 def test_fixed_batch_size_wins() -> None:
     items = [DataKey(str(n), REF, "vault:v1:x") for n in range(1000)]
     assert [len(chunk) for chunk in _chunks(items, 499, 1000)] == [499, 499, 2]
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"batch_size": -5}, "batch_size -5 is below 1"),
+        ({"batch_size": 0}, "batch_size 0 is below 1"),
+        ({"max_request_json_strings": 4}, "max_request_json_strings 4 cannot hold one item"),
+    ],
+)
+def test_request_sizes_that_send_nothing_are_refused(options: dict[str, Any], words: str) -> None:
+    # A negative batch_size once made no chunk at all: nothing was sent, yet histogram_after said all at target.
+    request = RewrapRequest("transit", "prod-payments-kek-20261203", **options)
+    with pytest.raises(InvalidInput, match=words):
+        rewrap_store(None, None, request)  # refused before the server or the store is touched
 
 
 def _backup(policy: dict[str, Any]) -> str:
