@@ -55,6 +55,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("trial", range(fault_trials(metafunc.config)), ids=lambda n: f"trial{n:02d}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The secrets sweep reads what every other test left behind: it runs last."""
+    items.sort(key=lambda item: item.path.name == "test_secrets_sweep.py")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
     outcome = yield

@@ -60,13 +60,20 @@ def run_env(outputs: Path, extra: dict[str, str] | None = None) -> dict[str, str
 class Run:
     """One ansible-playbook process, its output files and (after ``wait``) its parsed task results."""
 
-    def __init__(self, playbook: Path, outputs: Path, env: dict[str, str] | None = None, verbosity: int = 4) -> None:
+    def __init__(
+        self,
+        playbook: Path,
+        outputs: Path,
+        env: dict[str, str] | None = None,
+        verbosity: int = 4,
+        args: list[str] | None = None,
+    ) -> None:
         number = next(_RUNS)
         logs = outputs / "runs"
         logs.mkdir(exist_ok=True)
         self.stdout_path = logs / f"{number:04d}-{playbook.stem}.stdout"
         self.stderr_path = logs / f"{number:04d}-{playbook.stem}.stderr"
-        command = [ANSIBLE_PLAYBOOK, str(playbook)] + (["-" + "v" * verbosity] if verbosity else [])
+        command = [ANSIBLE_PLAYBOOK, str(playbook), *(args or [])] + (["-" + "v" * verbosity] if verbosity else [])
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 command,

@@ -28,7 +28,7 @@ from botocore.config import Config
 
 from tests.integration.aws_kms.kms_helpers import seed_store as seed_kms_store
 from tests.integration.aws_kms.kms_helpers import unique_alias
-from tests.reliability import tally
+from tests.reliability import canaries, tally
 from tests.reliability.harness import kill_at, run_to_end, timed_run, write_playbook
 from tests.support.vault_deks import seed_store as seed_vault_store
 from tests.support.vault_deks import vault_client
@@ -143,6 +143,7 @@ def vault_deks(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     name = f"faults-r{random.SystemRandom().randrange(10**8)}-kek-20261203"
     template = folder / "template.sqlite"
     plaintexts = seed_vault_store(client, str(template), name, VAULT_DEKS, versions=3)
+    canaries.add_plaintexts(plaintexts.values())
     lines = [
         json.dumps({"id": item_id, "key_ref": ref, "ciphertext": ct, "context": ctx}, sort_keys=True)
         for item_id, ref, ct, ctx in sqlite_rows(template)
@@ -230,6 +231,7 @@ def kms_deks(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
     folder = tmp_path_factory.mktemp("kms-deks")
     template = folder / "template.sqlite"
     plaintexts = seed_kms_store(kms, str(template), keys[0]["Arn"], KMS_DEKS, unique=100, table="data_keys")
+    canaries.add_plaintexts(base64.b64encode(plaintext).decode() for plaintext in plaintexts.values())
     return {
         "kms": kms,
         "source": keys[0]["Arn"],

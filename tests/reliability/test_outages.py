@@ -27,7 +27,7 @@ from botocore.config import Config
 
 from tests.integration.aws_kms.kms_helpers import seed_store as seed_kms_store
 from tests.integration.conftest import REPO_ROOT
-from tests.reliability import tally
+from tests.reliability import canaries, tally
 from tests.reliability.harness import Run, run_to_end, write_playbook
 from tests.reliability.services import kill_service, restart_raft, signal_service, wait_port
 from tests.reliability.test_faults import progress_done, sqlite_rows, vault_decrypt
@@ -66,6 +66,7 @@ def test_openbao_killed_mid_rewrap_fails_clearly_and_resumes_after_restart(
     name = f"outage-r{os.getpid()}-kek-20261203"
     store = tmp_path / "deks.sqlite"
     plaintexts = seed_vault_store(client, str(store), name, 1500, versions=3)
+    canaries.add_plaintexts(plaintexts.values())
     original = {item_id: ct for item_id, _, ct, _ in sqlite_rows(store)}
     playbook = write_playbook(
         tmp_path,
