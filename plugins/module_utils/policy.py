@@ -380,7 +380,8 @@ def _check_certificate(record: dict[str, Any], rules: dict[str, Any], now: dt.da
         return []
     found = []
     expires, created = parse_time(record.get("expires")), parse_time(record.get("not_before") or record.get("created"))
-    if expires and expires <= now:
+    # notAfter is the last valid moment (RFC 5280, 4.1.2.5), as in x509_inventory and x509_acme_renew.
+    if expires and expires < now:
         found.append(_finding(rules, "cert_expired", f"expired {(now - expires).days} days ago ({iso_utc(expires)})"))
     elif expires and (expires - now).days < rules["certificate_renewal_window_days"]:
         found.append(

@@ -213,6 +213,15 @@ def test_each_rule_finds_its_problem(fields: dict[str, Any], expected: list[str]
     assert codes(record(**fields)) == expected
 
 
+@pytest.mark.parametrize(
+    ("expires", "expected"),
+    [("2026-12-03T11:59:59Z", ["cert_expired"]), (NOW, ["cert_expiring"]), ("2026-12-03T12:00:01Z", ["cert_expiring"])],
+)
+def test_a_certificate_is_valid_through_its_not_after(expires: str, expected: list[str]) -> None:
+    cert = record(backend="x509", key_class="tls-cert", name="a.test", algorithm="EC", length_bits="secp256r1")
+    assert codes(dict(cert, expires=expires)) == expected
+
+
 def test_policy_overrides_change_the_verdict() -> None:
     dek = record(
         name="prod-orders-dek-20261101", key_class="dek", created="2025-10-01T00:00:00Z", rotation_period_days=None
