@@ -365,6 +365,21 @@ def check_guard(
         )
     counts = scan_stores(stores, store_ref or ref, plan.guard_below)
     stranded = sum(counts.values())
+    bare = ref.rsplit("/", 1)[-1]
+    if not stranded and not store_ref:
+        # A store that records data keys under the bare key name matches nothing under <mount>/<name>: without
+        # this look the guard would pass while every one of those data keys is stranded.
+        by_name = scan_stores(stores, bare, plan.guard_below)
+        if sum(by_name.values()):
+            raise Conflict(
+                "Guard data keys",
+                ref,
+                f"{plan.guard_reason}; no data key is recorded under '{ref}', but {sum(by_name.values())} below "
+                f"the new minimum are recorded under '{bare}'",
+                f"Set store_key_ref to the key_ref the stores use ('{bare}'), rewrap them first, or set "
+                f"store_key_ref='{ref}' when those belong to another key",
+                stranded=sum(by_name.values()),
+            )
     if stranded:
         where = ", ".join(f"{name}: {count}" for name, count in counts.items() if count)
         what = "any version" if plan.guard_below >= 1 << 62 else f"versions below {plan.guard_below}"

@@ -128,6 +128,27 @@ def test_guard_counts_ciphertexts_below_the_new_minimum(tmp_path: Any) -> None:
     assert check_guard(low, [{"type": "sqlite", "path": path}], False, REF) is None
 
 
+def test_guard_is_not_blinded_by_a_store_that_records_bare_key_names(tmp_path: Any) -> None:
+    # The lab's store (and many applications) record the transit key's name only: matching on <mount>/<name>
+    # found nothing, and raising min_decryption_version was planned over 3800 data keys still at v1 and v2.
+    path = str(tmp_path / "store.sqlite")
+    bare = REF.split("/", 1)[1]
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE data_keys (id TEXT PRIMARY KEY, key_ref TEXT, ciphertext TEXT, context TEXT)")
+        connection.executemany(
+            "INSERT INTO data_keys VALUES (?, ?, ?, NULL)", [("a", bare, "vault:v1:x"), ("b", bare, "vault:v3:x")]
+        )
+    stores = [{"type": "sqlite", "path": path}]
+    plan = plan_key(existing(), want(min_decryption_version=3), REF, POLICY, NOW)
+    with pytest.raises(Conflict) as raised:
+        check_guard(plan, stores, False, REF)
+    assert f"1 below the new minimum are recorded under '{bare}'" in raised.value.message
+    assert "store_key_ref" in raised.value.message
+    with pytest.raises(Conflict, match="1 data key"):
+        check_guard(plan, stores, False, REF, bare)
+    assert check_guard(plan, stores, False, REF, REF) == {f"sqlite:{path}#data_keys": 0}
+
+
 @pytest.mark.parametrize(
     ("text", "version"),
     [
