@@ -349,17 +349,24 @@ class JsonLinesStore(DekStore):
     def _replay_journal(self) -> None:
         if not os.path.exists(self.journal_path):
             return
-        with open(self.journal_path, encoding="utf-8") as journal:
+        intact = 0
+        with open(self.journal_path, "rb") as journal:
             for line in journal:
                 try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
+                    entry = json.loads(line) if line.endswith(b"\n") else None
+                except ValueError:
+                    entry = None
+                if entry is None:
                     break  # a torn last line from a killed run: everything before it was fsynced
+                intact += len(line)
                 if "progress" in entry:
                     saved = Progress(**entry["progress"])
                     self.progress[(saved.job, saved.partition)] = saved
                 else:
                     self.overlay[entry["id"]] = (entry["ciphertext"], entry["key_ref"])
+        if intact < os.path.getsize(self.journal_path):
+            # Cut the torn tail off, or the next commit would be appended to it and be lost with it on a replay.
+            os.truncate(self.journal_path, intact)
 
     def _rows(self) -> Iterator[tuple[int, DataKey]]:
         id_field, ref_field, ct_field, ctx_field = self.fields
