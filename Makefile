@@ -11,7 +11,8 @@ LAB := $(PY) lab/keyops_lab.py
 demo: bootstrap lab-up lab-seed
 	source "$${KEYOPS_LAB_DIR:-.lab}/env.sh" && KEYOPS_AUDIT_PATH="$(CURDIR)/outputs/audit/audit.jsonl" \
 		ansible-playbook playbooks/site.yml \
-		-e @"$${KEYOPS_LAB_DIR:-.lab}/estate.yml" -e keyops_output_dir="$(CURDIR)/outputs"
+		-e @"$${KEYOPS_LAB_DIR:-.lab}/estate.yml" -e keyops_output_dir="$(CURDIR)/outputs" \
+		-e keyops_audit_path="$(CURDIR)/outputs/audit/audit.jsonl" -e keyops_audit_spool_dir="$(CURDIR)/outputs/audit/spool"
 	@echo "outputs: $(CURDIR)/outputs"
 
 ## test: set up and run every check CI runs
