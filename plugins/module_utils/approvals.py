@@ -31,6 +31,19 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
 from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy, requires_approval
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import UTC, iso_utc, parse_time, utc_now
 
+# Under which audit action a plan records a gated action: the module's own planned event, or the runbook planner's.
+# Each gate action also matches itself.
+PLANNED_AS: dict[str, tuple[str, ...]] = {
+    "raise_min_decryption_version": ("configure",),
+    "export": ("configure",),
+    "compromise_response": ("revoke",),
+    "configure": ("contain",),
+}
+# Where a module finds the files that say who may approve: the environment (set by the execution environment or an
+# AWX credential, not by the requester) wins over the policy value.
+ALLOWED_SIGNERS_ENV = "KEYOPS_ALLOWED_SIGNERS"
+APPROVERS_FILE_ENV = "KEYOPS_APPROVERS_FILE"
+
 
 def require_approvals(
     action: str,
@@ -39,25 +52,219 @@ def require_approvals(
     approvals: list[dict[str, Any]] | None,
     check_mode: bool,
     policy: dict[str, Any] | None = None,
+    other_refs: list[str] | tuple[str, ...] = (),
+    now: dt.datetime | None = None,
 ) -> None:
-    """Refuse a dual-controlled action that arrives without a quorum of verified approvals.
+    """Refuse a dual-controlled action unless approvals of a plan that holds this action still verify here.
 
-    Check mode only plans, so it is never refused: that is how the plan to approve gets made.
+    The module re-verifies on its own what approval_verify verified: the plan the approvals carry (its digest, its
+    expiry, that it holds this action on this key), each SSH signature over it against the trusted allowed-signers
+    file, and the rules (quorum, requester, approvers file, key class). ``other_refs`` are other names of the same
+    target a plan may use (KMS aliases). Check mode only plans, so it is never refused: that is how the plan to
+    approve gets made.
     """
     if check_mode or not requires_approval(action, key_class, policy):
         return
-    quorum = merged_policy(policy)["approval_quorum"]
-    verified = [approval for approval in approvals or [] if approval.get("verified") and approval.get("digest")]
-    approvers = {approval.get("approver") for approval in verified}
-    digests = {approval.get("digest") for approval in verified}
-    if len(approvers) < quorum or len(digests) != 1:
+    gate = _Gate(action, key_ref, key_class, merged_policy(policy), now or utc_now())
+    gate.check([approval for approval in approvals or [] if isinstance(approval, dict)], other_refs)
+
+
+class _Gate:
+    """The checks behind require_approvals, each refusal saying why."""
+
+    def __init__(
+        self, action: str, key_ref: str, key_class: str | None, policy: dict[str, Any], now: dt.datetime
+    ) -> None:
+        self.action = action
+        self.key_ref = key_ref
+        self.key_class = key_class
+        self.policy = policy
+        self.now = now
+        self.quorum = int(policy["approval_quorum"])
+
+    def refuse(self, reason: str, remedy: str | None = None) -> None:
         raise PolicyViolation(
-            action.replace("_", " ").capitalize(),
-            key_ref,
-            f"this action is under dual control and has {len(approvers)} verified approver(s) of {quorum} needed",
-            "Run the plan in check mode, have two approvers sign its digest, and pass the approvals returned by "
-            "keyops.runbooks.approval_verify",
+            self.action.replace("_", " ").capitalize(),
+            self.key_ref,
+            f"this action is under dual control and {reason}",
+            remedy
+            or "Plan the change in check mode, have distinct approvers sign that plan file, verify their signatures "
+            "with keyops.runbooks.approval_verify and pass the approvals it returns, unchanged",
         )
+
+    def check(self, offered: list[dict[str, Any]], other_refs: list[str] | tuple[str, ...]) -> None:
+        if not offered:
+            self.refuse(f"has no approvals (0 of {self.quorum} needed)")
+        source = self._source(offered)
+        plan, data = self._plan(offered)
+        self._in_plan(plan, other_refs)
+        approvers_file = self._trusted_file("approvers_file", APPROVERS_FILE_ENV, "approvers")
+        signers = (
+            self._trusted_file("allowed_signers", ALLOWED_SIGNERS_ENV, "allowed-signers") if source == "ssh" else ""
+        )
+        distinct = self.policy.get("approval_distinct_teams")
+        distinct_teams = bool(source == "awx" if distinct is None else distinct)
+        try:
+            approvers = load_approvers(approvers_file)
+            if source == "ssh":
+                outcome = self._verify_ssh(offered, data, signers, approvers, distinct_teams)
+            else:
+                outcome = verify_awx_approvals(
+                    plan,
+                    [
+                        {
+                            "approver": approval.get("principal") or approval.get("approver"),
+                            "team": approval.get("team"),
+                            "node": approval.get("node"),
+                            "approved_at": approval.get("signed_at"),
+                        }
+                        for approval in offered
+                    ],
+                    offered[0].get("awx_workflow_job_id"),
+                    approvers,
+                    self.quorum,
+                    distinct_teams,
+                    now=self.now,
+                )
+        except KeyopsError as error:
+            self.refuse(f"its approvals do not hold here: {error.reason}")
+        self._class_allowed(plan, outcome["approvals"], approvers)
+
+    def _source(self, offered: list[dict[str, Any]]) -> str:
+        for number, approval in enumerate(offered, 1):
+            who = approval.get("principal") or approval.get("approver") or "no approver named"
+            label = f"approval {number} ({who})"
+            if not (approval.get("plan_text") or approval.get("plan_path")) or not approval.get("digest"):
+                self.refuse(
+                    f"{label} carries no plan and digest to check: it was not returned by "
+                    "keyops.runbooks.approval_verify (a forged or hand-written approval; 'verified: true' proves "
+                    "nothing)"
+                )
+            if approval.get("source") == "ssh" and not approval.get("signature"):
+                self.refuse(f"{label} carries no SSH signature: it is unsigned (forged or hand-written)")
+            if approval.get("source") not in ("ssh", "awx"):
+                self.refuse(f"{label} has source {approval.get('source')!r}; only 'ssh' and 'awx' approvals exist")
+        sources = {approval["source"] for approval in offered}
+        if len(sources) > 1:
+            self.refuse("its approvals mix SSH-signed and AWX approvals; pass the approvals of one verification")
+        source = sources.pop()
+        if source == "awx" and self.policy.get("accept_awx_approvals") is not True:
+            self.refuse(
+                "its approvals come from AWX approval nodes, which carry no signature this module can check",
+                "Pass SSH-signed approvals, or set accept_awx_approvals: true in the policy where only AWX workflows "
+                "behind approval nodes can run this module",
+            )
+        return source
+
+    def _plan(self, offered: list[dict[str, Any]]) -> tuple[dict[str, Any], bytes]:
+        texts = set()
+        for approval in offered:
+            if approval.get("plan_text"):
+                texts.add(str(approval["plan_text"]).encode("utf-8"))
+            else:
+                try:
+                    with open(str(approval["plan_path"]), "rb") as stream:
+                        texts.add(stream.read())
+                except OSError as error:
+                    self.refuse(f"its plan file {approval['plan_path']} is unreadable: {error.strerror}")
+        if len(texts) > 1:
+            self.refuse("its approvals are for different plans; all must approve one plan")
+        data = texts.pop()
+        try:
+            plan = check_plan(json.loads(data), "the plan its approvals carry")
+        except ValueError:
+            self.refuse("the plan its approvals carry is not JSON")
+        except KeyopsError as error:
+            self.refuse(error.reason)
+        for number, approval in enumerate(offered, 1):
+            if approval.get("digest") != plan["digest"]:
+                self.refuse(
+                    f"approval {number} ({approval.get('principal') or approval.get('approver')}) names plan digest "
+                    f"{str(approval.get('digest'))[:16]}, but the plan it carries digests to {plan['digest'][:16]} "
+                    "(digest mismatch)"
+                )
+        try:
+            verify_plan_state(plan, None, self.now)
+        except KeyopsError as error:
+            self.refuse(error.reason)
+        return plan, data
+
+    def _in_plan(self, plan: dict[str, Any], other_refs: list[str] | tuple[str, ...]) -> None:
+        actions = {self.action, *PLANNED_AS.get(self.action, ())}
+        refs = [self.key_ref, *other_refs]
+        matches = [
+            item
+            for item in plan.get("actions") or []
+            if item.get("action") in actions and any(same_target(item.get("key_ref"), ref) for ref in refs)
+        ]
+        if not matches:
+            self.refuse(
+                f"the approved plan {plan['digest'][:16]} ({plan.get('change_ref')}) holds no {self.action} on "
+                f"{self.key_ref}: approvals of one plan do not cover an action that is not in it (action not in the "
+                "approved plan)",
+                "Plan this action in check mode and have that plan approved",
+            )
+        if not any(item.get("requires_approval") for item in matches):
+            self.refuse(
+                f"the approved plan {plan['digest'][:16]} holds {self.action} on {self.key_ref} only as an action "
+                "that needed no approval (planned under another policy), so its approvers were not asked for it",
+                "Plan again under the policy in force and have that plan approved",
+            )
+        self.planned_class = next((item.get("key_class") for item in matches if item.get("key_class")), None)
+
+    def _trusted_file(self, policy_key: str, env: str, what: str) -> str:
+        path = os.environ.get(env) or self.policy.get(policy_key)
+        if not path:
+            self.refuse(
+                f"no {what} file is configured to re-verify its approvals against",
+                f"Set the environment variable {env} (the execution environment or an AWX credential provides it) "
+                f"or the policy's {policy_key}",
+            )
+        return str(path)
+
+    def _verify_ssh(
+        self,
+        offered: list[dict[str, Any]],
+        data: bytes,
+        allowed_signers: str,
+        approvers: dict[str, dict[str, Any]],
+        distinct: bool,
+    ) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="keyops-approvals-") as folder:
+            plan_path = os.path.join(folder, "plan.json")
+            write_private_file(plan_path, data)
+            signatures = []
+            for number, approval in enumerate(offered, 1):
+                who = re.sub(r"[^A-Za-z0-9_.@-]", "_", str(approval.get("principal") or approval.get("approver")))
+                path = os.path.join(folder, f"approval-{number}-{who}.sig")
+                write_private_file(path, str(approval["signature"]).encode("utf-8"))
+                signatures.append(path)
+            return verify_ssh_approvals(
+                plan_path, signatures, allowed_signers, approvers, self.quorum, distinct, now=self.now
+            )
+
+    def _class_allowed(
+        self, plan: dict[str, Any], counted: list[dict[str, Any]], approvers: dict[str, dict[str, Any]]
+    ) -> None:
+        """The plan's classes were checked with the rules; the class this call acts on must be covered too."""
+        key_class = self.key_class or self.planned_class or "unclassified"
+        for approval in counted:
+            refusal = _class_refusal(approvers.get(approval["principal"] or "") or {}, {key_class})
+            if refusal:
+                self.refuse(f"{approval['principal']} is {refusal}")
+
+
+def same_target(planned: Any, ref: str) -> bool:
+    """One key under two spellings: PKCS#11 URIs name a key pair or one of its objects (``type=``)."""
+    if planned == ref:
+        return True
+    if isinstance(planned, str) and planned.startswith("pkcs11:") and ref.startswith("pkcs11:"):
+
+        def untyped(uri: str) -> list[str]:
+            return sorted(part for part in uri[len("pkcs11:") :].split(";") if not part.startswith("type="))
+
+        return untyped(planned) == untyped(ref)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -576,6 +783,8 @@ class Candidate:
     source: str = "ssh"
     team: str | None = None
     refusal: str | None = None
+    # What a module needs to check the approval again on its own (the signature text, the AWX node).
+    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def apply_rules(
@@ -628,6 +837,7 @@ def apply_rules(
                 "signed_at": candidate.signed_at,
                 "source": candidate.source,
                 "verified": True,
+                **candidate.evidence,
             }
         )
     required = bool(plan.get("requires_approval"))
@@ -710,6 +920,8 @@ def verify_ssh_approvals(
             )
             # SSH signatures carry no time: this is when the signature file was written, for the record only.
             candidate.signed_at = iso_utc(os.stat(path).st_mtime)
+            with open(path, encoding="ascii", errors="replace") as stream:
+                candidate.evidence = {"signature": stream.read()}
         except SignatureRefused as refusal:
             candidate.refusal, candidate.principal, candidate.fingerprint = (
                 refusal.reason,
@@ -718,6 +930,10 @@ def verify_ssh_approvals(
             )
         candidates.append(candidate)
     outcome = apply_rules(plan, candidates, approvers, quorum, distinct_teams, now)
+    # The plan travels with each approval (it holds no secret), so a module can check the approval on its own.
+    plan_text = data.decode("utf-8")
+    for approval in outcome["approvals"]:
+        approval.update(plan_path=os.path.abspath(plan_path), plan_text=plan_text)
     outcome["plan"] = plan
     return outcome
 
@@ -761,11 +977,16 @@ def verify_awx_approvals(
                 source="awx",
                 team=item.get("team"),
                 refusal=None if user else "the approval names no approver",
+                evidence={"awx_workflow_job_id": str(workflow_job_id), "node": item.get("node")},
             )
         )
     requester = plan.get("requester")
+    offered_plan = plan
     plan = dict(plan, requester=by_awx_user.get(str(requester), requester))
     outcome = apply_rules(plan, candidates, approvers, quorum, distinct_teams, now)
+    plan_text = plan_bytes(offered_plan).decode("utf-8")
+    for approval in outcome["approvals"]:
+        approval["plan_text"] = plan_text
     outcome["plan"] = plan
     outcome["awx_workflow_job_id"] = str(workflow_job_id)
     return outcome

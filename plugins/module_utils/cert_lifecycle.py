@@ -37,7 +37,7 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
     InvalidInput,
     KeyopsError,
 )
-from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy
+from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy, requires_approval
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import iso_utc
 
 try:
@@ -596,6 +596,9 @@ def revoke_certificates(params: dict[str, Any], check_mode: bool) -> dict[str, A
         already = bool(before_status and before_status["status"] == "revoked")
         before = dict(state, revoked=already if before_status else None)
         detail = {"key_class": "tls-cert", "revocation_reason": reason, "path": item["cert_path"]}
+        if requires_approval(gate, "tls-cert", params.get("policy")):
+            # The event's action is "revoke"; this marks it dual-controlled in the plan approvers sign.
+            detail["requires_approval"] = True
         entry: dict[str, Any] = {
             "name": name,
             "serial": state["serial"],

@@ -608,8 +608,10 @@ def manage_key(
             BACKEND, steps[0].after["key_spec"], ref, params["allow_unapproved_algorithm"], params.get("policy")
         ):
             warn(message)
+    # A plan may name the key by an alias it holds or is being given (a runbook plans a successor by its alias).
+    names = [*(snap.aliases if snap else []), *([alias_name(params["alias"])] if params.get("alias") else [])]
     for action in dict.fromkeys(AUDIT_ACTION[step.name] for step in steps):
-        require_approvals(action, ref, key_class, params.get("approvals"), check_mode, params.get("policy"))
+        require_approvals(action, ref, key_class, params.get("approvals"), check_mode, params.get("policy"), names)
 
     before = view(snap)
     key_id = snap.key_id if snap else ""

@@ -285,7 +285,13 @@ def reencrypt(
             check_source(client, arn, checked)
         if pending:
             require_approvals(
-                "reencrypt", dest.arn, dest.key_class, params.get("approvals"), check_mode, params.get("policy")
+                "reencrypt",
+                dest.arn,
+                dest.key_class,
+                params.get("approvals"),
+                check_mode,
+                params.get("policy"),
+                list(dest.aliases),
             )
 
         tally = Tally()

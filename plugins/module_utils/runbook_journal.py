@@ -23,8 +23,23 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.records import iso
 JOURNAL_FORMAT = "keyops-journal/1"
 REPORT_FORMAT = "keyops-runbook-report/1"
 STEP_STATES = ("running", "done", "failed", "skipped")
-# What a resumed run needs to pass the approvals on: who, with which key, for which plan digest, verified when.
-APPROVAL_FIELDS = ("approver", "principal", "team", "key_fingerprint", "digest", "source", "verified", "signed_at")
+# What a resumed run needs to pass the approvals on: who, with which key, for which plan digest, verified when, and
+# what a module needs to check them again (the plan, the signature or the AWX node; all public).
+APPROVAL_FIELDS = (
+    "approver",
+    "principal",
+    "team",
+    "key_fingerprint",
+    "digest",
+    "source",
+    "verified",
+    "signed_at",
+    "plan_path",
+    "plan_text",
+    "signature",
+    "awx_workflow_job_id",
+    "node",
+)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.@-]+")
 
 

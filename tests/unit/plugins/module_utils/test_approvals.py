@@ -74,6 +74,7 @@ def estate(tmp_path_factory):
     return {
         "folder": folder,
         "signers": made["allowed_signers"],
+        "approvers_file": made["approvers_file"],
         "shared_signers": shared,
         "approvers": approvers,
         "keys": keys,
@@ -123,7 +124,224 @@ def test_happy_path_two_distinct_approvers_pass_the_module_gate(estate, tmp_path
         for item in outcome["approvals"]
     )
     assert outcome["rejected"] == []
-    approvals.require_approvals("rotate", "k", "master-kek", outcome["approvals"], check_mode=False)
+    # What a module needs to check them again on its own: the plan, the principal, the signature text.
+    for item in outcome["approvals"]:
+        assert item["plan_path"] == plan_path
+        assert json.loads(item["plan_text"])["digest"] == plan["digest"]
+        assert item["signature"].startswith("-----BEGIN SSH SIGNATURE-----")
+    gate(estate, "rotate", outcome["approvals"])
+
+
+KEY = "transit/prod-payments-kek-20261203"
+
+
+def gate(estate, action, offered, key_ref=KEY, key_class="master-kek", now=NOW, **policy):
+    """The modules' own gate, with the trusted files given in the policy (as a module's policy option would)."""
+    policy = {"allowed_signers": estate["signers"], "approvers_file": estate["approvers_file"], **policy}
+    approvals.require_approvals(action, key_ref, key_class, offered, False, policy, now=now)
+
+
+def approved(estate, folder, who=("alice", "bob"), **plan_options):
+    plan_path, _unused = make_plan(folder, **plan_options)
+    signatures = [sign(estate, plan_path, name) for name in who]
+    return verify(estate, plan_path, signatures)["approvals"]
+
+
+def _forged(estate, folder):
+    # The reviewer's reproduction: dicts that only say they were verified.
+    return "rotate", [
+        {"approver": "mallory", "verified": True, "digest": "x"},
+        {"approver": "mallory2", "verified": True, "digest": "x"},
+    ]
+
+
+def _unsigned(estate, folder):
+    # A real plan and digest copied into hand-written approvals, without signatures.
+    offered = approved(estate, folder)
+    return "rotate", [{key: value for key, value in item.items() if key != "signature"} for item in offered]
+
+
+def _other_action(estate, folder):
+    # Plan A (rotate) was approved; the approvals are offered for a destroy of the same key.
+    return "destroy", approved(estate, folder)
+
+
+def _other_key(estate, folder):
+    # Plan A rotates one key; its approvals are offered to rotate another master key.
+    return "rotate", approved(estate, folder, events=[event(key_ref="transit/prod-billing-kek-20261203")])
+
+
+def _tampered_signature(estate, folder):
+    # Alice's signature text is replaced by one alice made over another plan.
+    offered = approved(estate, folder)
+    other_path, _unused = make_plan(folder, "other.json", events=[event("destroy")])
+    with open(sign(estate, other_path, "alice")) as stream:
+        offered[0]["signature"] = stream.read()
+    return "rotate", offered
+
+
+def _corrupted_signature(estate, folder):
+    offered = approved(estate, folder)
+    text = offered[1]["signature"].splitlines()
+    text[2] = text[2][:10] + ("A" if text[2][10] != "A" else "B") + text[2][11:]
+    offered[1]["signature"] = "\n".join(text) + "\n"
+    return "rotate", offered
+
+
+def _plan_text_edited(estate, folder):
+    # The embedded plan gains a destroy; digest field left as it was.
+    offered = approved(estate, folder)
+    plan = json.loads(offered[0]["plan_text"])
+    plan["actions"].append(dict(plan["actions"][0], action="destroy"))
+    for item in offered:
+        item["plan_text"] = approvals.plan_bytes(plan).decode()
+    return "destroy", offered
+
+
+def _plan_text_rewritten(estate, folder):
+    # The embedded plan is replaced by a new, self-consistent plan (its own digest), approvals' digests updated.
+    offered = approved(estate, folder)
+    plan = json.loads(offered[0]["plan_text"])
+    plan["actions"].append(dict(plan["actions"][0], action="destroy"))
+    plan["digest"] = approvals.plan_digest(plan)
+    for item in offered:
+        item.update(plan_text=approvals.plan_bytes(plan).decode(), digest=plan["digest"])
+    return "destroy", offered
+
+
+def _digest_swapped(estate, folder):
+    offered = approved(estate, folder)
+    offered[1]["digest"] = "0" * 64
+    return "rotate", offered
+
+
+def _two_plans(estate, folder):
+    first = approved(estate, folder)
+    second = approved(estate, folder + "/b", events=[event(), event("trim")])
+    return "rotate", [first[0], second[1]]
+
+
+def _carol_for_the_master_key(estate, folder):
+    # bob and carol approved a plan for a kek; the gate is asked for the same key acting as a master key.
+    return "destroy", approved(estate, folder, who=("bob", "carol"), events=[event("destroy", key_class="kek")])
+
+
+def _one_approver_twice(estate, folder):
+    offered = approved(estate, folder)
+    return "rotate", [offered[0], dict(offered[0])]
+
+
+def _awx_not_accepted(estate, folder):
+    _unused, plan = make_plan(folder)
+    outcome = approvals.verify_awx_approvals(
+        plan, [{"approver": "alice"}, {"approver": "bob"}], "4711", estate["approvers"], 2, now=NOW
+    )
+    return "rotate", outcome["approvals"]
+
+
+# Each row: what is offered to a module's gate -> the reason its refusal must give.
+GATE_BYPASSES = [
+    ("forged dicts saying verified: true", _forged, "forged or hand-written approval"),
+    ("real plan, no signatures", _unsigned, "carries no SSH signature"),
+    ("approvals of plan A for an action not in A", _other_action, "action not in the approved plan"),
+    ("approvals of plan A for another key", _other_key, "holds no rotate on transit/prod-payments-kek"),
+    ("signature text swapped for one over another plan", _tampered_signature, "the signature is not over this plan"),
+    ("signature text corrupted", _corrupted_signature, "1 valid approval(s) of the 2 needed"),
+    ("embedded plan edited", _plan_text_edited, "was edited after it was made"),
+    ("embedded plan rewritten with its own digest", _plan_text_rewritten, "the signature is not over this plan"),
+    ("approval digest not the plan's", _digest_swapped, "digest mismatch"),
+    ("approvals of two plans mixed", _two_plans, "approvals are for different plans"),
+    ("one approval offered twice", _one_approver_twice, "alice@keyops.lab already approved"),
+    ("approver not allowed for this call's class", _carol_for_the_master_key, "carol@keyops.lab is not allowed"),
+    ("AWX approvals without the policy's consent", _awx_not_accepted, "come from AWX approval nodes"),
+]
+
+
+@pytest.mark.parametrize(("attack", "setup", "reason"), GATE_BYPASSES, ids=[row[0] for row in GATE_BYPASSES])
+def test_the_module_gate_checks_the_approvals_again(estate, tmp_path, monkeypatch, attack, setup, reason):
+    monkeypatch.delenv(approvals.ALLOWED_SIGNERS_ENV, raising=False)
+    monkeypatch.delenv(approvals.APPROVERS_FILE_ENV, raising=False)
+    action, offered = setup(estate, str(tmp_path))
+
+    with pytest.raises(PolicyViolation) as refused:
+        gate(estate, action, offered)
+
+    assert reason in refused.value.message
+    assert "under dual control" in refused.value.message
+
+
+def test_the_module_gate_passes_real_approvals_and_refuses_them_once_the_plan_expired(estate, tmp_path, monkeypatch):
+    monkeypatch.delenv(approvals.ALLOWED_SIGNERS_ENV, raising=False)
+    offered = approved(estate, str(tmp_path))
+
+    gate(estate, "rotate", offered)
+    with pytest.raises(PolicyViolation) as refused:
+        gate(estate, "rotate", offered, now=NOW + dt.timedelta(hours=25))
+    assert "expired at" in refused.value.message
+
+
+def test_the_module_gate_trusts_the_environment_over_the_policy(estate, tmp_path, monkeypatch):
+    # A requester who points the policy at an allowed-signers file of their own does not get past the EE's file.
+    offered = approved(estate, str(tmp_path))
+    rogue = tmp_path / "rogue_signers"
+    rogue.write_text("")
+    monkeypatch.setenv(approvals.ALLOWED_SIGNERS_ENV, estate["signers"])
+    gate(estate, "rotate", offered, allowed_signers=str(rogue))
+
+    monkeypatch.setenv(approvals.ALLOWED_SIGNERS_ENV, str(rogue))
+    with pytest.raises(PolicyViolation) as refused:
+        gate(estate, "rotate", offered)
+    assert "is not in the allowed-signers file" in refused.value.message
+
+
+def test_the_module_gate_needs_a_trusted_allowed_signers_file(estate, tmp_path, monkeypatch):
+    monkeypatch.delenv(approvals.ALLOWED_SIGNERS_ENV, raising=False)
+    offered = approved(estate, str(tmp_path))
+    with pytest.raises(PolicyViolation) as refused:
+        approvals.require_approvals("rotate", KEY, "master-kek", offered, False, {"approvers_file": "x"}, now=NOW)
+    assert "no allowed-signers file is configured" in refused.value.message
+
+
+def test_the_module_gate_reads_the_plan_from_its_path_too(estate, tmp_path, monkeypatch):
+    monkeypatch.delenv(approvals.ALLOWED_SIGNERS_ENV, raising=False)
+    offered = [
+        {key: value for key, value in item.items() if key != "plan_text"} for item in approved(estate, str(tmp_path))
+    ]
+    gate(estate, "rotate", offered)
+
+
+def test_the_module_gate_accepts_awx_approvals_only_when_the_policy_says_so(estate, tmp_path):
+    _unused, plan = make_plan(str(tmp_path), events=[event("destroy", key_class="kek")])
+    offered = approvals.verify_awx_approvals(
+        plan, [{"approver": "alice", "node": "a"}, {"approver": "bob", "node": "b"}], "4711", estate["approvers"], 2
+    )["approvals"]
+    gate(estate, "destroy", offered, key_class="kek", accept_awx_approvals=True)
+    # The same rules still apply to them: another action is refused.
+    with pytest.raises(PolicyViolation) as refused:
+        gate(estate, "schedule_deletion", offered, key_class="kek", accept_awx_approvals=True)
+    assert "action not in the approved plan" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("action", "planned", "key_ref", "planned_ref"),
+    [
+        ("raise_min_decryption_version", "configure", KEY, KEY),
+        ("compromise_response", "revoke", "www.example.com", "www.example.com"),
+        ("destroy", "destroy", "pkcs11:token=t;object=k;id=%01", "pkcs11:token=t;object=k;id=%01;type=secret-key"),
+    ],
+)
+def test_the_gate_finds_the_action_as_the_plan_records_it(
+    estate, tmp_path, monkeypatch, action, planned, key_ref, planned_ref
+):
+    monkeypatch.delenv(approvals.ALLOWED_SIGNERS_ENV, raising=False)
+    offered = approved(estate, str(tmp_path), events=[event(planned, planned_ref, requires_approval=True)])
+    gate(estate, action, offered, key_ref=key_ref)
+
+
+def test_check_mode_and_actions_outside_dual_control_are_not_gated():
+    forged = [{"approver": "mallory", "verified": True, "digest": "x"}]
+    approvals.require_approvals("rotate", KEY, "master-kek", forged, True)
+    approvals.require_approvals("rotate", KEY, "dek", [], False)
 
 
 def _plan_then_edit(estate, folder):
