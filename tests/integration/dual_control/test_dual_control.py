@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from ansible_collections.keyops.runbooks.plugins.module_utils import approvals
-from tests.support.playbook import ROOT, assert_no_canary, run_playbook, run_tasks
+from tests.support.playbook import ROOT, assert_no_canary, run_module, run_playbook, run_tasks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLOW = os.path.join(HERE, "disable_master_key.yml")
@@ -199,6 +199,66 @@ def test_module_gate_refuses_without_the_role(lab, kms):
     )
     assert "dual control" in run.last["msg"] and run.last.get("failed")
     assert enabled(kms, alias)
+
+
+def _trusted(approvers_dir: dict[str, Any]) -> dict[str, str]:
+    """The policy values a module re-verifies approvals against (what dual_control_module_policy carries)."""
+    return {"allowed_signers": approvers_dir["allowed_signers"], "approvers_file": approvers_dir["approvers_file"]}
+
+
+def test_forged_approvals_do_not_schedule_a_master_key_for_deletion(lab, kms, approvers_dir):
+    """The reviewer's reproduction: two dicts saying verified: true used to schedule a KEK for deletion."""
+    alias = master_key(kms)
+    forged = [
+        {"approver": "mallory", "verified": True, "digest": "x"},
+        {"approver": "mallory2", "verified": True, "digest": "x"},
+    ]
+    args = {"key": alias, "state": "absent", "approvals": forged, "change_ref": "CHG-7005"}
+
+    for policy in ({}, _trusted(approvers_dir)):
+        result = run_module("keyops.runbooks.aws_kms_key", dict(args, policy=policy))
+        assert result.get("failed"), result
+        assert "forged or hand-written approval" in result["msg"]
+        assert kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_approvals_of_one_plan_do_not_cover_another_action(lab, kms, approvers_dir, tmp_path):
+    """Real, signed approvals of a plan to disable the key are refused for scheduling its deletion."""
+    alias = master_key(kms)
+    checked = run_module(
+        "keyops.runbooks.aws_kms_key", {"key": alias, "key_class": "master-kek", "enabled": False}, check=True
+    )
+    plan = approvals.build_plan(approvals.planned_actions([checked]), REQUESTER, "CHG-7006")
+    plan_path = str(tmp_path / "CHG-7006.json")
+    approvals.write_private_file(plan_path, approvals.plan_bytes(plan))
+    for who in ("alice", "bob"):
+        sign(approvers_dir, plan_path, who)
+    verified = run_module(
+        "keyops.runbooks.approval_verify",
+        {
+            "plan_path": plan_path,
+            "signatures": [f"{plan_path}.{who}@keyops.lab.sig" for who in ("alice", "bob")],
+            **_trusted(approvers_dir),
+        },
+    )
+    assert not verified.get("failed"), verified.get("msg")
+
+    refused = run_module(
+        "keyops.runbooks.aws_kms_key",
+        {"key": alias, "key_class": "master-kek", "state": "absent", "approvals": verified["approvals"]}
+        | {"policy": _trusted(approvers_dir)},
+    )
+    assert refused.get("failed") and "action not in the approved plan" in refused["msg"], refused.get("msg")
+    assert kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyState"] == "Enabled"
+
+    # The same approvals do cover the action they were given for, checked by the module on its own.
+    applied = run_module(
+        "keyops.runbooks.aws_kms_key",
+        {"key": alias, "key_class": "master-kek", "enabled": False, "approvals": verified["approvals"]}
+        | {"policy": _trusted(approvers_dir)},
+    )
+    assert applied.get("changed") and not applied.get("failed"), applied.get("msg")
+    assert kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyState"] == "Disabled"
 
 
 def _runner(playbook: str, extravars: dict[str, Any], tmp_path) -> Any:
