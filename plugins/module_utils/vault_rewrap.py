@@ -21,7 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import Vault, call_batch, clean_message
+from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import (
+    Vault,
+    call_batch,
+    ciphertext_version,
+    clean_message,
+    key_ref,
+)
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import (
     DataKey,
     DekStore,
@@ -31,7 +37,6 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import (
 )
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import IntegrityError, InvalidInput, KeyNotFound
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import iso_utc, utc_now
-from ansible_collections.keyops.runbooks.plugins.module_utils.vault_transit import ciphertext_version, key_ref
 
 # The default OpenBao/Vault listener refuses a request with more than 1000 JSON strings (keys and values).
 DEFAULT_MAX_JSON_STRINGS = 1000
@@ -233,7 +238,8 @@ def rewrap_store(
     scanned_before = histogram(store, request.store_ref, request.partition) if resuming else None
     progress = saved if resuming and saved else Progress(job, label, started=iso_utc(utc_now()))
     done_before, failed_before = progress.done, progress.failed
-    total = store.count(request.store_ref, request.partition)
+    # The total only feeds the progress file: without one, no counting pass over the store.
+    total = store.count(request.store_ref, request.partition) if request.progress_file else 0
     tracker = ProgressFile(request.progress_file, job, ref, clock)
     started = clock()
 

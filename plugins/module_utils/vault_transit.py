@@ -14,7 +14,19 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import Vault, check_mount, check_segment
+# The transit naming and ciphertext helpers live with the connection layer so the rewrap path can use them without
+# importing this module (the module start compiles every module_utils file it imports); re-exported here.
+from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import (
+    VAULT_ARGSPEC,
+    Vault,
+    check_mount,
+    check_segment,
+    ciphertext_version,
+    connect,
+    key_class_of,
+    key_ref,
+    validate_name,
+)
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import Partition, open_store
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
     Conflict,
@@ -57,22 +69,6 @@ CONFIG_FIELDS = (
     "auto_rotate_period",
 )
 IRREVERSIBLE = ("exportable", "allow_plaintext_backup")
-
-
-def key_ref(mount: str, name: str) -> str:
-    """The reference stored beside each data key (store column ``key_ref``): ``<mount>/<name>``."""
-    return f"{mount}/{name}"
-
-
-def key_class_of(name: str, given: str | None = None) -> str | None:
-    if given:
-        return given
-    parts = parse_key_name(name)
-    if not parts["valid"]:
-        return None
-    if parts["type"] == "kek" and "master" in parts["purpose"].split("-"):
-        return "master-kek"
-    return parts["key_class"]
 
 
 def version_times(data: dict[str, Any]) -> dict[int, str | None]:
@@ -337,16 +333,6 @@ def scan_stores(stores: Iterable[dict[str, Any]], ref: str, below: int) -> dict[
     return counts
 
 
-def ciphertext_version(ciphertext: str) -> int:
-    """N of ``vault:vN:...``; 0 for anything else (which no key version can decrypt)."""
-    # Called once per data key on every scan: kept to a slice, a find and an int().
-    if not ciphertext or ciphertext[:7] != "vault:v":
-        return 0
-    end = ciphertext.find(":", 7)
-    head = ciphertext[7:end]
-    return int(head) if end > 7 and head.isdigit() else 0
-
-
 def check_guard(
     plan: Plan, stores: list[dict[str, Any]] | None, skip: bool, ref: str, store_ref: str | None = None
 ) -> dict[str, int] | None:
@@ -520,6 +506,28 @@ def key_findings(
     return found
 
 
+# The options of vault_transit_key_info; key_inventory validates each of its Vault sources against them too.
+KEY_INFO_ARGSPEC: dict[str, Any] = dict(
+    VAULT_ARGSPEC,
+    mounts={"type": "list", "elements": "str"},
+    names={"type": "list", "elements": "str"},
+    key_classes={"type": "dict", "default": {}, "no_log": False},
+    policy={"type": "dict"},
+    workers={"type": "int", "default": 8},
+)
+
+
+def key_info(params: dict[str, Any]) -> dict[str, Any]:
+    """What vault_transit_key_info returns: every transit key of the server's mounts (or the named ones)."""
+    names = [check_segment(name, "transit key name", name, "names") for name in params["names"] or []]
+    vault = connect(params)
+    mounts = transit_mounts(vault, params["mounts"])
+    records, missing = inventory(
+        vault, mounts, params["policy"], params["workers"], names or None, params["key_classes"]
+    )
+    return {"changed": False, "keys": records, "mounts": mounts, "missing": missing}
+
+
 def inventory(
     vault: Vault,
     mounts: list[str],
@@ -549,11 +557,6 @@ def inventory(
         if record is None
     ]
     return records, missing
-
-
-def validate_name(name: str, mount: str) -> tuple[str, str]:
-    mount = check_mount(mount, f"{mount}/{name}")
-    return mount, check_segment(name, "transit key name", f"{mount}/{name}", "name")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -99,37 +99,13 @@ missing:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
-from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import (
-    VAULT_ARGSPEC,
-    VAULT_REQUIRED_IF,
-    check_segment,
-    connect,
-)
-from ansible_collections.keyops.runbooks.plugins.module_utils.vault_transit import inventory, transit_mounts
-
-
-def handle(module: AnsibleModule) -> dict:
-    params = module.params
-    names = [check_segment(name, "transit key name", name, "names") for name in params["names"] or []]
-    vault = connect(params)
-    mounts = transit_mounts(vault, params["mounts"])
-    records, missing = inventory(
-        vault, mounts, params["policy"], params["workers"], names or None, params["key_classes"]
-    )
-    return {"changed": False, "keys": records, "mounts": mounts, "missing": missing}
+from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import VAULT_REQUIRED_IF
+from ansible_collections.keyops.runbooks.plugins.module_utils.vault_transit import KEY_INFO_ARGSPEC, key_info
 
 
 def main() -> None:
-    argument_spec = dict(
-        VAULT_ARGSPEC,
-        mounts=dict(type="list", elements="str"),
-        names=dict(type="list", elements="str"),
-        key_classes=dict(type="dict", default={}, no_log=False),
-        policy=dict(type="dict"),
-        workers=dict(type="int", default=8),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, required_if=VAULT_REQUIRED_IF, supports_check_mode=True)
-    run_module(module, handle)
+    module = AnsibleModule(argument_spec=KEY_INFO_ARGSPEC, required_if=VAULT_REQUIRED_IF, supports_check_mode=True)
+    run_module(module, lambda current: key_info(current.params))
 
 
 if __name__ == "__main__":

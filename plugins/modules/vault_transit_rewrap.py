@@ -223,11 +223,12 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault imp
     VAULT_ARGSPEC,
     VAULT_REQUIRED_IF,
     connect,
+    key_class_of,
+    validate_name,
 )
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import STORE_ARGSPEC, open_store, partition_from
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import KEY_CLASSES
 from ansible_collections.keyops.runbooks.plugins.module_utils.vault_rewrap import RewrapRequest, rewrap_store
-from ansible_collections.keyops.runbooks.plugins.module_utils.vault_transit import key_class_of, validate_name
 
 
 def handle(module: AnsibleModule) -> dict:

@@ -26,6 +26,7 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
     KeyopsError,
     MissingLibrary,
 )
+from ansible_collections.keyops.runbooks.plugins.module_utils.naming import parse_key_name
 
 try:
     import hvac
@@ -85,6 +86,37 @@ def check_mount(value: str, key_ref: str | None = None, option: str = "mount") -
             f"Set {option} to the engine's path, for example transit",
         )
     return mount
+
+
+def validate_name(name: str, mount: str) -> tuple[str, str]:
+    mount = check_mount(mount, f"{mount}/{name}")
+    return mount, check_segment(name, "transit key name", f"{mount}/{name}", "name")
+
+
+def key_ref(mount: str, name: str) -> str:
+    """The reference stored beside each data key (store column ``key_ref``): ``<mount>/<name>``."""
+    return f"{mount}/{name}"
+
+
+def key_class_of(name: str, given: str | None = None) -> str | None:
+    if given:
+        return given
+    parts = parse_key_name(name)
+    if not parts["valid"]:
+        return None
+    if parts["type"] == "kek" and "master" in parts["purpose"].split("-"):
+        return "master-kek"
+    return parts["key_class"]
+
+
+def ciphertext_version(ciphertext: str) -> int:
+    """N of ``vault:vN:...``; 0 for anything else (which no key version can decrypt)."""
+    # Called once per data key on every scan: kept to a slice, a find and an int().
+    if not ciphertext or ciphertext[:7] != "vault:v":
+        return 0
+    end = ciphertext.find(":", 7)
+    head = ciphertext[7:end]
+    return int(head) if end > 7 and head.isdigit() else 0
 
 
 def clean_message(text: str) -> str:
