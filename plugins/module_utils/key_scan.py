@@ -17,11 +17,14 @@ import hashlib
 import json
 import os
 import re
+import socket
 import stat
 import struct
 from collections.abc import Iterator
 from typing import Any
 
+from ansible_collections.keyops.runbooks.plugins.module_utils.errors import InvalidInput, MissingLibrary
+from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import KeyRecord, finding, iso_utc
 
 try:
@@ -556,3 +559,37 @@ def scan(
             continue
         records.extend(to_record(item, info, host, policy) for item in found)
     return ScanResult(records, errors, scanned, skipped, warnings)
+
+
+# The options of key_material_scan; key_inventory validates its key-file source against them too.
+SCAN_ARGSPEC: dict[str, Any] = {
+    "paths": {"type": "list", "elements": "path", "required": True},
+    "include": {"type": "list", "elements": "str", "default": []},
+    "exclude": {"type": "list", "elements": "str", "default": ["*.git", "node_modules", "__pycache__"]},
+    "max_size": {"type": "int", "default": 1048576},
+    "use_detector": {"type": "bool", "default": True},
+    "policy": {"type": "dict", "default": {}},
+}
+
+
+def scan_files(params: dict[str, Any]) -> dict[str, Any]:
+    """What key_material_scan returns, plus ``warnings`` for the caller to hand to module.warn."""
+    if not HAS_CRYPTOGRAPHY:
+        raise MissingLibrary("cryptography")
+    if params["max_size"] < 1:
+        raise InvalidInput(
+            "Scan for key material",
+            None,
+            f"max_size {params['max_size']} is not a positive size",
+            "Set max_size to a number of bytes, for example 1048576",
+        )
+    options = WalkOptions(params["include"], params["exclude"], params["max_size"])
+    result = scan(params["paths"], options, merged_policy(params["policy"]), socket.getfqdn(), params["use_detector"])
+    return {
+        "changed": False,
+        "records": result.records,
+        "errors": result.errors,
+        "files_scanned": result.files_scanned,
+        "files_skipped": result.files_skipped,
+        "warnings": list(result.warnings),
+    }

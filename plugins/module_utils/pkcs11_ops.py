@@ -388,8 +388,21 @@ def key_handler(module: AnsibleModule) -> dict[str, Any]:
 # pkcs11_key_info
 
 
+# The options of pkcs11_key_info; key_inventory validates each of its PKCS#11 sources against them too.
+INFO_ARGSPEC: dict[str, Any] = dict(
+    label={"type": "str"},
+    object_classes={"type": "list", "elements": "str", "choices": list(p11.OBJECT_CLASSES)},
+    policy={"type": "dict"},
+    **p11.PKCS11_ARGSPEC,
+)
+
+
 def info_handler(module: AnsibleModule) -> dict[str, Any]:
-    params = module.params
+    return key_info(module.params)
+
+
+def key_info(params: dict[str, Any]) -> dict[str, Any]:
+    """What pkcs11_key_info returns: the token's key objects (or those with one label) as KeyRecords."""
     policy = merged_policy(params.get("policy"))
     token = p11.Token(params)
     approved = policy["approved_algorithms"].get(p11.BACKEND, [])

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ansible_collections.keyops.runbooks.plugins.module_utils.errors import InvalidInput, MissingLibrary
+from ansible_collections.keyops.runbooks.plugins.module_utils.errors import IntegrityError, InvalidInput, MissingLibrary
 from ansible_collections.keyops.runbooks.plugins.module_utils.policy import (
     evaluate_record,
     merge_findings,
@@ -824,3 +824,82 @@ def summarise(result: ScanResult, seconds: float) -> dict[str, Any]:
 
 def certificate_pem(cert: Any) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# The options of x509_inventory; key_inventory validates its certificate source against them too.
+INVENTORY_ARGSPEC: dict[str, Any] = dict(
+    paths=dict(type="list", elements="path", default=[]),
+    include=dict(type="list", elements="str", default=list(DEFAULT_INCLUDE)),
+    exclude=dict(type="list", elements="str", default=[]),
+    recurse=dict(type="bool", default=True),
+    follow_symlinks=dict(type="bool", default=False),
+    max_file_bytes=dict(type="int", default=MAX_FILE_BYTES),
+    pkcs12_passwords=dict(type="list", elements="str", default=[], no_log=True),
+    endpoints=dict(
+        type="list",
+        elements="dict",
+        default=[],
+        options=dict(
+            host=dict(type="str", required=True),
+            port=dict(type="int", default=443),
+            server_name=dict(type="str"),
+            names=dict(type="list", elements="str"),
+            timeout=dict(type="float"),
+        ),
+    ),
+    timeout=dict(type="float", default=5),
+    ca_bundle=dict(type="path"),
+    expiry_window_days=dict(type="int"),
+    as_of=dict(type="str"),
+    workers=dict(type="int", default=16),
+    fail_on_errors=dict(type="bool", default=False),
+    policy=dict(type="dict", default={}),
+)
+
+
+def inventory_scan(params: dict[str, Any]) -> dict[str, Any]:
+    """What x509_inventory returns: certificates in files and on TLS endpoints, with the sources that failed."""
+    require_cryptography()
+    if not params["paths"] and not params["endpoints"]:
+        raise InvalidInput("Scan certificates", None, "nothing to scan", "Give paths, endpoints or both")
+    started = time.monotonic()
+    policy = merged_policy(params["policy"])
+    window = params["expiry_window_days"]
+    options = ScanOptions(
+        as_of=as_of_time(params["as_of"]),
+        window_days=policy["certificate_renewal_window_days"] if window is None else window,
+        policy=params["policy"],
+        anchors=load_anchors(params["ca_bundle"]),
+        pkcs12_passwords=params["pkcs12_passwords"],
+    )
+    files, walk_errors = discover_files(
+        params["paths"], params["include"], params["exclude"], params["recurse"], params["follow_symlinks"]
+    )
+    endpoints = [
+        Endpoint(
+            host=item["host"],
+            port=item["port"],
+            server_name=item["server_name"],
+            timeout=item["timeout"] or params["timeout"],
+            names=item["names"] or [],
+        )
+        for item in params["endpoints"]
+    ]
+    result = scan(files, endpoints, options, params["workers"], max_file_bytes=params["max_file_bytes"])
+    result.errors[:0] = walk_errors
+    report = {
+        "changed": False,
+        "records": [record.to_dict() for record in result.records],
+        "errors": [error.to_dict() for error in result.errors],
+        "summary": summarise(result, time.monotonic() - started),
+    }
+    if params["fail_on_errors"] and result.errors:
+        raise IntegrityError(
+            "Scan certificates",
+            None,
+            f"{len(result.errors)} source(s) could not be read (first: {result.errors[0].source}: "
+            f"{result.errors[0].message})",
+            "Fix or exclude those sources, or set fail_on_errors=false to report them only",
+            **report,
+        )
+    return report

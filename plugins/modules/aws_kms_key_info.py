@@ -102,45 +102,26 @@ seconds:
   sample: 1.4
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
 from ansible_collections.keyops.runbooks.plugins.module_utils.backends.aws_kms import (
-    AWS_ARGSPEC,
     AWS_REQUIRED_TOGETHER,
-    connect,
+    KEY_INFO_ARGSPEC,
+    key_info,
 )
-from ansible_collections.keyops.runbooks.plugins.module_utils.errors import InvalidInput
 
 
 def handle(module: AnsibleModule) -> dict:
-    params = module.params
-    if params["max_workers"] < 1:
-        raise InvalidInput("Read keys", None, "max_workers must be 1 or more", "Set max_workers, for example 8")
-    started = time.monotonic()
-    client = connect(params, max_pool_connections=params["max_workers"])
-    snapshots, warnings = client.inventory(
-        params["keys"], params.get("tags"), params["customer_managed_only"], params["max_workers"]
-    )
-    for warning in warnings:
+    result = key_info(module.params)
+    for warning in result.pop("warnings"):
         module.warn(warning)
-    records = [snap.record().to_dict() for snap in snapshots]
-    return {"changed": False, "keys": records, "count": len(records), "seconds": round(time.monotonic() - started, 3)}
+    return result
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            **AWS_ARGSPEC,
-            "keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
-            "tags": {"type": "dict"},
-            "customer_managed_only": {"type": "bool", "default": False},
-            "max_workers": {"type": "int", "default": 8},
-        },
-        required_together=AWS_REQUIRED_TOGETHER,
-        supports_check_mode=True,
+        argument_spec=KEY_INFO_ARGSPEC, required_together=AWS_REQUIRED_TOGETHER, supports_check_mode=True
     )
     run_module(module, handle)
 

@@ -160,54 +160,21 @@ files_scanned:
   sample: 10000
 """
 
-import socket
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keyops.runbooks.plugins.module_utils import key_scan
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
-from ansible_collections.keyops.runbooks.plugins.module_utils.errors import InvalidInput, MissingLibrary
-from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy
 
 
 def scan_files(module: AnsibleModule) -> dict:
-    if not key_scan.HAS_CRYPTOGRAPHY:
-        raise MissingLibrary("cryptography")
-    params = module.params
-    if params["max_size"] < 1:
-        raise InvalidInput(
-            "Scan for key material",
-            None,
-            f"max_size {params['max_size']} is not a positive size",
-            "Set max_size to a number of bytes, for example 1048576",
-        )
-    options = key_scan.WalkOptions(params["include"], params["exclude"], params["max_size"])
-    result = key_scan.scan(
-        params["paths"], options, merged_policy(params["policy"]), socket.getfqdn(), params["use_detector"]
-    )
-    for warning in result.warnings:
+    result = key_scan.scan_files(module.params)
+    for warning in result.pop("warnings"):
         module.warn(warning)
-    return {
-        "changed": False,
-        "records": result.records,
-        "errors": result.errors,
-        "files_scanned": result.files_scanned,
-        "files_skipped": result.files_skipped,
-    }
+    return result
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "paths": {"type": "list", "elements": "path", "required": True},
-            "include": {"type": "list", "elements": "str", "default": []},
-            "exclude": {"type": "list", "elements": "str", "default": ["*.git", "node_modules", "__pycache__"]},
-            "max_size": {"type": "int", "default": 1048576},
-            "use_detector": {"type": "bool", "default": True},
-            "policy": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=key_scan.SCAN_ARGSPEC, supports_check_mode=True)
     run_module(module, scan_files)
 
 

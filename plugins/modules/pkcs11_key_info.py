@@ -101,18 +101,11 @@ token:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
-from ansible_collections.keyops.runbooks.plugins.module_utils.backends.pkcs11 import OBJECT_CLASSES, PKCS11_ARGSPEC
-from ansible_collections.keyops.runbooks.plugins.module_utils.pkcs11_ops import info_handler
+from ansible_collections.keyops.runbooks.plugins.module_utils.pkcs11_ops import INFO_ARGSPEC, info_handler
 
 
 def main() -> None:
-    argument_spec = dict(
-        label=dict(type="str"),
-        object_classes=dict(type="list", elements="str", choices=list(OBJECT_CLASSES)),
-        policy=dict(type="dict"),
-        **PKCS11_ARGSPEC,
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=INFO_ARGSPEC, supports_check_mode=True)
     run_module(module, info_handler)
 
 

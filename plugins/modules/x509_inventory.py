@@ -336,95 +336,15 @@ summary:
   sample: {files: 1000, endpoints: 200, certificates: 1600, errors: 0, findings: {cert_expired: 3}, seconds: 2.4}
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.keyops.runbooks.plugins.module_utils import x509 as x509_scan
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
-from ansible_collections.keyops.runbooks.plugins.module_utils.errors import IntegrityError, InvalidInput
-from ansible_collections.keyops.runbooks.plugins.module_utils.policy import merged_policy
-
-
-def handle(module: AnsibleModule) -> dict:
-    params = module.params
-    x509_scan.require_cryptography()
-    if not params["paths"] and not params["endpoints"]:
-        raise InvalidInput("Scan certificates", None, "nothing to scan", "Give paths, endpoints or both")
-    started = time.monotonic()
-    policy = merged_policy(params["policy"])
-    window = params["expiry_window_days"]
-    options = x509_scan.ScanOptions(
-        as_of=x509_scan.as_of_time(params["as_of"]),
-        window_days=policy["certificate_renewal_window_days"] if window is None else window,
-        policy=params["policy"],
-        anchors=x509_scan.load_anchors(params["ca_bundle"]),
-        pkcs12_passwords=params["pkcs12_passwords"],
-    )
-    files, walk_errors = x509_scan.discover_files(
-        params["paths"], params["include"], params["exclude"], params["recurse"], params["follow_symlinks"]
-    )
-    endpoints = [
-        x509_scan.Endpoint(
-            host=item["host"],
-            port=item["port"],
-            server_name=item["server_name"],
-            timeout=item["timeout"] or params["timeout"],
-            names=item["names"] or [],
-        )
-        for item in params["endpoints"]
-    ]
-    result = x509_scan.scan(files, endpoints, options, params["workers"], max_file_bytes=params["max_file_bytes"])
-    result.errors[:0] = walk_errors
-    report = {
-        "changed": False,
-        "records": [record.to_dict() for record in result.records],
-        "errors": [error.to_dict() for error in result.errors],
-        "summary": x509_scan.summarise(result, time.monotonic() - started),
-    }
-    if params["fail_on_errors"] and result.errors:
-        raise IntegrityError(
-            "Scan certificates",
-            None,
-            f"{len(result.errors)} source(s) could not be read (first: {result.errors[0].source}: "
-            f"{result.errors[0].message})",
-            "Fix or exclude those sources, or set fail_on_errors=false to report them only",
-            **report,
-        )
-    return report
+from ansible_collections.keyops.runbooks.plugins.module_utils.x509 import INVENTORY_ARGSPEC, inventory_scan
 
 
 def main() -> None:
-    argument_spec = dict(
-        paths=dict(type="list", elements="path", default=[]),
-        include=dict(type="list", elements="str", default=list(x509_scan.DEFAULT_INCLUDE)),
-        exclude=dict(type="list", elements="str", default=[]),
-        recurse=dict(type="bool", default=True),
-        follow_symlinks=dict(type="bool", default=False),
-        max_file_bytes=dict(type="int", default=x509_scan.MAX_FILE_BYTES),
-        pkcs12_passwords=dict(type="list", elements="str", default=[], no_log=True),
-        endpoints=dict(
-            type="list",
-            elements="dict",
-            default=[],
-            options=dict(
-                host=dict(type="str", required=True),
-                port=dict(type="int", default=443),
-                server_name=dict(type="str"),
-                names=dict(type="list", elements="str"),
-                timeout=dict(type="float"),
-            ),
-        ),
-        timeout=dict(type="float", default=5),
-        ca_bundle=dict(type="path"),
-        expiry_window_days=dict(type="int"),
-        as_of=dict(type="str"),
-        workers=dict(type="int", default=16),
-        fail_on_errors=dict(type="bool", default=False),
-        policy=dict(type="dict", default={}),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, handle)
+    module = AnsibleModule(argument_spec=INVENTORY_ARGSPEC, supports_check_mode=True)
+    run_module(module, lambda current: inventory_scan(current.params))
 
 
 if __name__ == "__main__":

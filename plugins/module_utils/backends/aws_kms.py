@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -619,3 +620,32 @@ def _api_name(operation: str) -> str:
 
 def connect(params: dict[str, Any], max_pool_connections: int = 10) -> KmsClient:
     return KmsClient(params, max_pool_connections)
+
+
+# The options of aws_kms_key_info; key_inventory validates each of its KMS sources against them too.
+KEY_INFO_ARGSPEC: dict[str, Any] = {
+    **AWS_ARGSPEC,
+    "keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
+    "tags": {"type": "dict"},
+    "customer_managed_only": {"type": "bool", "default": False},
+    "max_workers": {"type": "int", "default": 8},
+}
+
+
+def key_info(params: dict[str, Any]) -> dict[str, Any]:
+    """What aws_kms_key_info returns, plus ``warnings`` (keys left out) for the caller to hand to module.warn."""
+    if params["max_workers"] < 1:
+        raise InvalidInput("Read keys", None, "max_workers must be 1 or more", "Set max_workers, for example 8")
+    started = time.monotonic()
+    client = connect(params, max_pool_connections=params["max_workers"])
+    snapshots, warnings = client.inventory(
+        params["keys"], params.get("tags"), params["customer_managed_only"], params["max_workers"]
+    )
+    records = [snap.record().to_dict() for snap in snapshots]
+    return {
+        "changed": False,
+        "keys": records,
+        "count": len(records),
+        "seconds": round(time.monotonic() - started, 3),
+        "warnings": warnings,
+    }
