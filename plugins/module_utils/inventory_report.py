@@ -25,10 +25,30 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.report import (
     write_files,
 )
 
+BACKEND_CHOICES = ["vault_transit", "aws_kms", "pkcs11", "x509", "file"]
+SEVERITY_CHOICES = ["none", "info", "low", "medium", "high", "critical"]
+# The options that shape the reports, shared by key_inventory_report and key_inventory.
+REPORT_ARGSPEC: dict[str, Any] = {
+    "records": {"type": "list", "elements": "dict", "default": []},
+    "backends": {"type": "list", "elements": "str", "choices": BACKEND_CHOICES, "default": []},
+    "register_path": {"type": "path"},
+    "policy": {"type": "dict", "default": {}},
+    "output_dir": {"type": "path"},
+    "formats": {
+        "type": "list",
+        "elements": "str",
+        "choices": ["csv", "json", "html"],
+        "default": ["csv", "json", "html"],
+    },
+    "due_window_days": {"type": "int"},
+    "fail_on": {"type": "str", "choices": SEVERITY_CHOICES, "default": "none"},
+    "title": {"type": "str", "default": "Key inventory"},
+    "as_of": {"type": "str"},
+    "return_records": {"type": "bool", "default": False},
+}
 
-def inventory_report(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
-    """Build the inventory, write the reports (unless checking), and fail on ``fail_on`` after writing them."""
-    rules = merged_policy(params.get("policy"))
+
+def check_as_of(params: dict[str, Any]) -> None:
     as_of = params.get("as_of")
     if as_of and parse_time_safe(as_of) is None:
         raise InvalidInput(
@@ -37,6 +57,23 @@ def inventory_report(params: dict[str, Any], check_mode: bool) -> dict[str, Any]
             f"as_of '{as_of}' is not an ISO 8601 time",
             "Set as_of like 2026-12-03T18:00:00Z, or leave it out for now",
         )
+
+
+def inventory_report(
+    params: dict[str, Any],
+    check_mode: bool,
+    entries: list[Any] | None = None,
+    unread: dict[str, str] | None = None,
+    source_errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Build the inventory, write the reports (unless checking), and fail on ``fail_on`` after writing them.
+
+    ``entries`` is the register when the caller has read it already; ``unread`` and ``source_errors`` come from
+    key_inventory: backends with a source that failed, and what failed (listed in the result and the reports).
+    """
+    rules = merged_policy(params.get("policy"))
+    as_of = params.get("as_of")
+    check_as_of(params)
     records, scanned = records_from_sources(params.get("sources") or [])
     records += [record for record in params.get("records") or [] if isinstance(record, dict)]
     invalid = [record for record in records if not record.get("backend") or record.get("id") is None]
@@ -47,13 +84,15 @@ def inventory_report(params: dict[str, Any], check_mode: bool) -> dict[str, Any]
             f"{len(invalid)} record(s) have no id or backend",
             "Pass the results of the keyops.runbooks *_info modules, or KeyRecords with id and backend",
         )
-    entries = load_register(params["register_path"]) if params.get("register_path") else None
+    if entries is None and params.get("register_path"):
+        entries = load_register(params["register_path"])
     window = params.get("due_window_days")
     if window is None:
         window = rules["rotation_due_window_days"]
 
-    inventory = build_inventory(records, entries, rules, as_of, scanned | set(params.get("backends") or []), window)
-    document = report_document(inventory, rules, params.get("title") or "Key inventory", window)
+    backends = scanned | set(params.get("backends") or [])
+    inventory = build_inventory(records, entries, rules, as_of, backends, window, unread)
+    document = report_document(inventory, rules, params.get("title") or "Key inventory", window, source_errors)
     result: dict[str, Any] = {
         "changed": False,
         "counts": document["summary"],
@@ -65,6 +104,8 @@ def inventory_report(params: dict[str, Any], check_mode: bool) -> dict[str, Any]
         "content_digest": document["content_digest"],
         "as_of": inventory.now,
     }
+    if source_errors is not None:
+        result["source_errors"] = source_errors
     if params.get("return_records"):
         result["records"] = inventory.records
 

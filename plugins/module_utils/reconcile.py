@@ -337,11 +337,13 @@ def build_inventory(
     now: Any = None,
     backends: set[str] | list[str] | None = None,
     due_window_days: int | None = None,
+    unread: dict[str, str] | None = None,
 ) -> Inventory:
     """Reconcile ``records`` with the register ``entries`` (None: no register), evaluate the policy, list what is due.
 
     ``backends`` are the backends this run inventoried; register entries of any other backend are reported as
-    unverified rather than missing.
+    unverified rather than missing. ``unread`` maps a backend to why one of its sources could not be read: its
+    entries that no record matches are unverified too, since the key may sit on the source that was not read.
     """
     rules = merged_policy(policy)
     moment = parse_time(now) or utc_now()
@@ -366,6 +368,9 @@ def build_inventory(
             unverified.append(dict(entry.to_dict(), reason=f"no {entry.backend} inventory ran"))
             continue
         matched = _match(entry, by_name, by_id, taken)
+        if not matched and unread and entry.backend in unread:
+            unverified.append(dict(entry.to_dict(), reason=unread[entry.backend]))
+            continue
         if not matched:
             placeholder = {column: None for column in CSV_COLUMNS}
             placeholder.update(

@@ -68,9 +68,19 @@ def _cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def report_document(inventory: Inventory, policy: dict[str, Any], title: str, due_window_days: int) -> dict[str, Any]:
-    """Everything the reports show, as one JSON-ready document; ``content_digest`` ignores the generation time."""
-    document = {
+def report_document(
+    inventory: Inventory,
+    policy: dict[str, Any],
+    title: str,
+    due_window_days: int,
+    source_errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Everything the reports show, as one JSON-ready document; ``content_digest`` ignores the generation time.
+
+    ``source_errors`` (sources that could not be read) are listed only when there are some, so a complete inventory's
+    document and digest are the same whichever module built it.
+    """
+    document: dict[str, Any] = {
         "title": title,
         "as_of": inventory.now,
         "due_window_days": due_window_days,
@@ -82,6 +92,8 @@ def report_document(inventory: Inventory, policy: dict[str, Any], title: str, du
         "unverified_register_entries": inventory.unverified,
         "policy": policy,
     }
+    if source_errors:
+        document["source_errors"] = source_errors
     stable = {key: value for key, value in document.items() if key != "as_of"}
     stable["due_for_rotation"] = [{k: v for k, v in item.items() if k != "days_left"} for item in inventory.due]
     document["content_digest"] = digest(stable)
@@ -338,7 +350,7 @@ th { background: #f3f4f6; cursor: pointer; position: sticky; top: 0; }
 .sev { color: #fff; border-radius: 4px; padding: 0 6px; font-size: 12px; white-space: nowrap; }
 {% for name, colour in severity_colours.items() %}.sev-{{ name }} { background: {{ colour }}; }
 {% endfor %}
-.ok { color: #166534; } .muted { color: #6b7280; }
+.ok { color: #166534; } .muted { color: #6b7280; } .error { color: #b91c1c; }
 input[type=search] { padding: 4px 8px; width: 320px; }
 </style>
 </head>
@@ -361,9 +373,15 @@ input[type=search] { padding: 4px 8px; width: 320px; }
   <tr><th>backend</th><th>keys</th></tr>
   {% for name, count in summary.by_backend.items() %}<tr><td>{{ name }}</td><td>{{ count }}</td></tr>{% endfor %}
 </table>
+{% if doc.get("source_errors") %}
+<p class="error">{{ doc.source_errors | length }} source(s) could not be read, so this inventory is incomplete:
+{% for item in doc.source_errors -%}
+  {{ item.backend }} {{ item.source }}: {{ item.msg }}{{ "; " if not loop.last }}
+{%- endfor %}.</p>
+{% endif %}
 {% if doc.unverified_register_entries %}
 <p class="muted">{{ doc.unverified_register_entries | length }} register entries were not checked because their backend
-was not inventoried in this run:
+(or one of its sources) was not read in this run:
 {% for entry in doc.unverified_register_entries -%}
   {{ entry.name }} ({{ entry.backend }}){{ ", " if not loop.last }}
 {%- endfor %}.</p>

@@ -225,33 +225,15 @@ records:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
-from ansible_collections.keyops.runbooks.plugins.module_utils.inventory_report import run_inventory_report
-
-BACKEND_CHOICES = ["vault_transit", "aws_kms", "pkcs11", "x509", "file"]
-SEVERITY_CHOICES = ["none", "info", "low", "medium", "high", "critical"]
+from ansible_collections.keyops.runbooks.plugins.module_utils.inventory_report import (
+    REPORT_ARGSPEC,
+    run_inventory_report,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "sources": {"type": "list", "elements": "raw", "default": []},
-            "records": {"type": "list", "elements": "dict", "default": []},
-            "backends": {"type": "list", "elements": "str", "choices": BACKEND_CHOICES, "default": []},
-            "register_path": {"type": "path"},
-            "policy": {"type": "dict", "default": {}},
-            "output_dir": {"type": "path"},
-            "formats": {
-                "type": "list",
-                "elements": "str",
-                "choices": ["csv", "json", "html"],
-                "default": ["csv", "json", "html"],
-            },
-            "due_window_days": {"type": "int"},
-            "fail_on": {"type": "str", "choices": SEVERITY_CHOICES, "default": "none"},
-            "title": {"type": "str", "default": "Key inventory"},
-            "as_of": {"type": "str"},
-            "return_records": {"type": "bool", "default": False},
-        },
+        argument_spec={"sources": {"type": "list", "elements": "raw", "default": []}, **REPORT_ARGSPEC},
         supports_check_mode=True,
     )
     run_module(module, run_inventory_report)
