@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 
 from tests.integration.aws_kms.kms_helpers import reference_forms, unique_alias
+from tests.support.dual_control import approve, trusted_env
 from tests.support.playbook import assert_no_canary, four_way, run_module, run_tasks
 
 MODULE = "keyops.runbooks.aws_kms_key"
-APPROVALS = [
-    {"approver": "alice", "verified": True, "digest": "d" * 64, "source": "ssh"},
-    {"approver": "bob", "verified": True, "digest": "d" * 64, "source": "ssh"},
-]
 POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -117,12 +114,13 @@ def test_schedule_deletion_needs_approvals_then_cancel(kms: Any, new_key: Any) -
     assert refused["failed"] and "dual control" in refused["msg"] and "approvals" in refused["msg"]
     assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
 
-    results = four_way(MODULE, {**args, "approvals": APPROVALS})
+    # Approvals of the plan made from that check-mode run, signed and verified for real.
+    results = four_way(MODULE, {**args, "approvals": approve([planned])}, env=trusted_env())
     meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
     assert meta["KeyState"] == "PendingDeletion"
     window = meta["DeletionDate"] - dt.datetime.now(meta["DeletionDate"].tzinfo)
     assert dt.timedelta(days=6, hours=23) < window <= dt.timedelta(days=7)
-    assert results[1]["audit_events"][0]["approvals"][0]["approver"] == "alice"
+    assert results[1]["audit_events"][0]["approvals"][0]["approver"] == "alice@keyops.lab"
 
     blocked = run_module(MODULE, {"key": key["Alias"], "description": "still here"})
     assert blocked["failed"] and "pending deletion" in blocked["msg"] and "cancel_deletion=true" in blocked["msg"]
@@ -138,7 +136,9 @@ def test_master_kek_change_needs_approvals(kms: Any, new_key: Any) -> None:
     assert refused["failed"] and "dual control" in refused["msg"]
     assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["Description"] == ""
 
-    results = four_way(MODULE, {"key": key["KeyId"], "description": "new words", "approvals": APPROVALS})
+    args = {"key": key["KeyId"], "description": "new words"}
+    approvals = approve([run_module(MODULE, args, check=True)])
+    results = four_way(MODULE, {**args, "approvals": approvals}, env=trusted_env())
     assert results[1]["audit_events"][0]["detail"]["key_class"] == "master-kek"
 
 

@@ -8,14 +8,12 @@ import secrets
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from tests.integration.pkcs11.softhsm_tokens import DUPLICATE, SOURCE, TODAY, Hsm, make_keys
+from tests.support.dual_control import approve, trusted_env
 from tests.support.playbook import assert_no_canary, four_way, run_module, run_tasks
 
 MODULE = "keyops.runbooks.pkcs11_key"
 DAY = f"{TODAY:%Y%m%d}"
-APPROVALS = [
-    {"approver": "alice", "verified": True, "digest": "d" * 64},
-    {"approver": "bob", "verified": True, "digest": "d" * 64},
-]
+APPROVERS = ["alice@keyops.lab", "bob@keyops.lab"]
 
 
 def listed(hsm: Hsm, label: str) -> list[dict[str, str]]:
@@ -97,9 +95,7 @@ def test_duplicates_are_an_error_listing_candidates(hsm: Hsm) -> None:
         for _unused in range(2):
             session.generate_key(KeyType.AES, 256, label=label, id=b"\x77\x77", store=True)
     for state in ("present", "absent"):
-        result = run_module(
-            MODULE, dict(hsm.connection(), keys=[{"label": label, "id": "7777", "state": state}], approvals=APPROVALS)
-        )
+        result = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label, "id": "7777", "state": state}]))
         assert result.get("failed") is True
         assert "2 objects match and none is picked for you" in result["msg"]
         assert len(result["candidates"]) == 2
@@ -147,21 +143,20 @@ def test_destroy_needs_exact_id_and_two_approvers(hsm: Hsm) -> None:
     make_keys(hsm, SOURCE, [(label, "AES-256", False)])
     key_id = listed(hsm, label)[0]["ID"]
 
-    no_id = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label, "state": "absent"}], approvals=APPROVALS))
+    no_id = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label, "state": "absent"}]))
     assert no_id.get("failed") and "needs the exact CKA_ID" in no_id["msg"]
-    wrong_id = run_module(
-        MODULE, dict(hsm.connection(), keys=[{"label": label, "id": "00", "state": "absent"}], approvals=APPROVALS)
-    )
+    wrong_id = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label, "id": "00", "state": "absent"}]))
     assert wrong_id["changed"] is False
-    unapproved = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label, "id": key_id, "state": "absent"}]))
+    args = dict(hsm.connection(), keys=[{"label": label, "id": key_id, "state": "absent"}])
+    unapproved = run_module(MODULE, args)
     assert unapproved.get("failed") and "dual control" in unapproved["msg"]
     assert len(listed(hsm, label)) == 1
 
-    _unused, real, _unused2, _unused3 = four_way(
-        MODULE, dict(hsm.connection(), keys=[{"label": label, "id": key_id, "state": "absent"}], approvals=APPROVALS)
-    )
+    # Approvals of the plan made from the module's own check-mode run, signed and verified for real.
+    approvals = approve([run_module(MODULE, args, check=True)])
+    _unused, real, _unused2, _unused3 = four_way(MODULE, dict(args, approvals=approvals), env=trusted_env())
     assert real["audit_events"][0]["action"] == "destroy"
-    assert [approval["approver"] for approval in real["audit_events"][0]["approvals"]] == ["alice", "bob"]
+    assert [approval["approver"] for approval in real["audit_events"][0]["approvals"]] == APPROVERS
     assert listed(hsm, label) == []
 
 
@@ -170,11 +165,11 @@ def test_master_kek_changes_need_approvals(hsm: Hsm) -> None:
     refused = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label}]))
     assert refused.get("failed") and "dual control" in refused["msg"]
     assert listed(hsm, label) == []
-    exported = run_module(
-        MODULE, dict(hsm.connection(), keys=[{"label": label, "extractable": True}], approvals=APPROVALS)
-    )
+    exported = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label, "extractable": True}]))
     assert exported.get("failed") and "may not be extractable" in exported["msg"]
-    made = run_module(MODULE, dict(hsm.connection(), keys=[{"label": label}], approvals=APPROVALS))
+    args = dict(hsm.connection(), keys=[{"label": label}])
+    approvals = approve([run_module(MODULE, args, check=True)])
+    made = run_module(MODULE, dict(args, approvals=approvals), env=trusted_env())
     assert made["changed"] is True and made["audit_events"][0]["detail"]["key_class"] == "master-kek"
 
 
