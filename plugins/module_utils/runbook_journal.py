@@ -149,8 +149,7 @@ def apply_state(journal: dict[str, Any], params: dict[str, Any], now: str) -> tu
             "plan_path": params.get("plan_path"),
             "approved_at": (journal.get("plan") or {}).get("approved_at") or now,
             "approvals": [
-                {field: item.get(field) for field in APPROVAL_FIELDS}
-                for item in params.get("approvals") or []
+                {field: item.get(field) for field in APPROVAL_FIELDS} for item in params.get("approvals") or []
             ],
         }
         return journal, True

@@ -3,9 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Set-up and independent reads for the rotation and compromise_response scenarios, with hvac and sqlite3 directly.
 
-  oracle.py seed NAME STORE REGISTER COUNT   a transit key of the scenario's own, COUNT data keys wrapped under it in
-                                             a SQLite store, and a register listing it (once; prints JSON)
-  oracle.py state NAME STORE                 the key's versions and the store's histogram, decrypt count (JSON)
+oracle.py seed NAME STORE REGISTER COUNT   a transit key of the scenario's own, COUNT data keys wrapped under it in
+                                           a SQLite store, and a register listing it (once; prints JSON)
+oracle.py state NAME STORE                 the key's versions and the store's histogram, decrypt count (JSON)
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ def seed(name: str, store: str, register: str, count: int) -> dict:
     del batch
     with sqlite3.connect(store) as connection:
         connection.execute(
-            "CREATE TABLE data_keys (id TEXT PRIMARY KEY, key_ref TEXT NOT NULL, ciphertext TEXT NOT NULL, context TEXT)"
+            "CREATE TABLE data_keys "
+            "(id TEXT PRIMARY KEY, key_ref TEXT NOT NULL, ciphertext TEXT NOT NULL, context TEXT)"
         )
         connection.executemany(
             "INSERT INTO data_keys VALUES (?, ?, ?, NULL)",
-            [(f"dk-{n:05d}", f"transit/{name}", item["ciphertext"]) for n, item in enumerate(answer["data"]["batch_results"])],
+            [
+                (f"dk-{n:05d}", f"transit/{name}", item["ciphertext"])
+                for n, item in enumerate(answer["data"]["batch_results"])
+            ],
         )
     entry = {
         "name": name,
@@ -94,5 +98,7 @@ def state(name: str, store: str) -> dict:
 
 if __name__ == "__main__":
     command, arguments = sys.argv[1], sys.argv[2:]
-    result = seed(arguments[0], arguments[1], arguments[2], int(arguments[3])) if command == "seed" else state(*arguments)
+    result = (
+        seed(arguments[0], arguments[1], arguments[2], int(arguments[3])) if command == "seed" else state(*arguments)
+    )
     print(json.dumps(result))
