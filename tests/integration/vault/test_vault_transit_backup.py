@@ -10,7 +10,7 @@ import pyrage
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.integration.vault.vault_helpers import APPROVALS, assert_four_way, four_way_tasks, play, task
+from tests.integration.vault.vault_helpers import assert_four_way, four_way_tasks, play, task
 from tests.support.playbook import assert_no_canary, run_tasks
 
 BACKUP = "keyops.runbooks.vault_transit_backup"
@@ -95,7 +95,6 @@ def test_backup_restore_compare(oracle: Any, scratch: Any, tmp_path: Any) -> Non
             task("overwrite refused", RESTORE, {**restore_args, "name": locked}, may_fail=True),
         ],
         verbosity=3,
-        play_vars={"approvals": APPROVALS},
     )
     second = {result["_task"]: result for result in run.results}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.vault.vault_helpers import APPROVALS, assert_four_way, four_way_tasks, play, task
+from tests.integration.vault.vault_helpers import assert_four_way, four_way_tasks, play, task
+from tests.support.dual_control import approve, planned_event, trusted_env
 from tests.support.vault_deks import versions_in
 
 MODULE = "keyops.runbooks.vault_transit_key"
@@ -57,22 +58,28 @@ def test_raise_min_versions_and_trim_are_guarded(oracle: Any, dek_store: Any) ->
     name, path, _unused = dek_store(count=60)
     store = {"type": "sqlite", "path": path}
     raise_min = {"name": name, "min_decryption_version": 3, "min_encryption_version": 3, "dek_stores": [store]}
+    # Approvals, signed and verified for real, of a plan that raises the minimum decryption version and trims.
+    approved = approve(
+        [
+            planned_event("configure", "vault_transit", f"transit/{name}", requires_approval=True),
+            planned_event("trim", "vault_transit", f"transit/{name}"),
+        ]
+    )
     results = play(
         [
-            task("still held", MODULE, {**raise_min, "approvals": APPROVALS}, may_fail=True),
-            task(
-                "no store", MODULE, {"name": name, "min_decryption_version": 3, "approvals": APPROVALS}, may_fail=True
-            ),
+            task("still held", MODULE, {**raise_min, "approvals": approved}, may_fail=True),
+            task("no store", MODULE, {"name": name, "min_decryption_version": 3, "approvals": approved}, may_fail=True),
             task("rewrap", "keyops.runbooks.vault_transit_rewrap", {"name": name, "store": store}),
             task("unapproved", MODULE, raise_min, may_fail=True),
-            *four_way_tasks("raise", MODULE, {**raise_min, "approvals": APPROVALS, "change_ref": "CHG-1"}),
+            *four_way_tasks("raise", MODULE, {**raise_min, "approvals": approved, "change_ref": "CHG-1"}),
             *four_way_tasks(
-                "trim", MODULE, {"name": name, "trim_to_version": 3, "dek_stores": [store], "approvals": APPROVALS}
+                "trim", MODULE, {"name": name, "trim_to_version": 3, "dek_stores": [store], "approvals": approved}
             ),
             task(
-                "below trim", MODULE, {"name": name, "min_decryption_version": 1, "approvals": APPROVALS}, may_fail=True
+                "below trim", MODULE, {"name": name, "min_decryption_version": 1, "approvals": approved}, may_fail=True
             ),
-        ]
+        ],
+        env=trusted_env(),
     )
 
     held = results["still held"]
@@ -98,18 +105,27 @@ def test_irreversible_types_deletion_and_master_keys(oracle: Any, scratch: Any) 
     oracle.secrets.transit.create_key(export)
     irreversible = {"name": export, "exportable": True, "allow_plaintext_backup": True}
     delete = {"name": mac, "state": "absent", "deletion_allowed": True, "skip_dek_store_check": True}
+    approved = approve(
+        [
+            planned_event("configure", "vault_transit", f"transit/{export}", requires_approval=True),
+            planned_event("configure", "vault_transit", f"transit/{mac}", requires_approval=True),
+            planned_event("destroy", "vault_transit", f"transit/{mac}"),
+            planned_event("create", "vault_transit", f"transit/{master}", "master-kek"),
+        ]
+    )
     results = play(
         [
             task("export refused", MODULE, irreversible, may_fail=True),
-            *four_way_tasks("export", MODULE, {**irreversible, "allow_irreversible": True, "approvals": APPROVALS}),
+            *four_way_tasks("export", MODULE, {**irreversible, "allow_irreversible": True, "approvals": approved}),
             task("weak refused", MODULE, {"name": weak, "type": "rsa-2048"}, may_fail=True),
             *four_way_tasks("weak", MODULE, {"name": weak, "type": "rsa-2048", "allow_unapproved_algorithm": True}),
             *four_way_tasks("hmac", MODULE, {"name": mac, "type": "hmac", "key_size": 64}),
             task("delete refused", MODULE, delete, may_fail=True),
-            *four_way_tasks("delete", MODULE, {**delete, "approvals": APPROVALS}),
+            *four_way_tasks("delete", MODULE, {**delete, "approvals": approved}),
             task("master refused", MODULE, {"name": master, "key_class": "master-kek"}, may_fail=True),
-            *four_way_tasks("master", MODULE, {"name": master, "key_class": "master-kek", "approvals": APPROVALS}),
-        ]
+            *four_way_tasks("master", MODULE, {"name": master, "key_class": "master-kek", "approvals": approved}),
+        ],
+        env=trusted_env(),
     )
 
     refused = results["export refused"]

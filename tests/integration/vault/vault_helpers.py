@@ -7,10 +7,6 @@ from typing import Any
 
 from tests.support.playbook import run_tasks
 
-APPROVALS = [
-    {"approver": "alice", "digest": "d1", "verified": True},
-    {"approver": "bob", "digest": "d1", "verified": True},
-]
 FOUR_WAY = (
     ("check", True, True),
     ("real", False, True),
