@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.keyops.runbooks.plugins.module_utils import cert_lifecycle
 from ansible_collections.keyops.runbooks.plugins.module_utils.acme_client import AcmeSession
 from tests.integration.certificates.oracle import openssl, openssl_fingerprint
+from tests.support.dual_control import approve, trusted_env
 from tests.support.playbook import assert_no_canary, four_way, run_module, run_tasks
 
 pytestmark = pytest.mark.lab
@@ -247,8 +248,17 @@ def test_key_compromise_revocation_needs_two_approvals(acme, site):
     assert refused["failed"] and "approv" in refused["msg"]
     assert pebble_status(acme, serial)["Status"] == "Valid"
 
-    approvals = [{"approver": name, "verified": True, "digest": "ab" * 32, "source": "ssh"} for name in ("ana", "raj")]
-    done = run_tasks([{"name": "revoke", REVOKE: dict(args, approvals=approvals)}], verbosity=3)
+    # Forged approvals that only say they were verified: refused, the certificate stays valid.
+    forged = [{"approver": name, "verified": True, "digest": "ab" * 32, "source": "ssh"} for name in ("ana", "raj")]
+    refused = run_module(REVOKE, dict(args, approvals=forged), env=trusted_env())
+    assert refused["failed"] and "forged or hand-written approval" in refused["msg"]
+    assert pebble_status(acme, serial)["Status"] == "Valid"
+
+    # Approvals of the plan made from the module's own check-mode run, signed and verified for real.
+    planned = run_module(REVOKE, args, check=True)
+    assert planned["audit_events"][0]["detail"]["requires_approval"] is True
+    approvals = approve([planned])
+    done = run_tasks([{"name": "revoke", REVOKE: dict(args, approvals=approvals)}], verbosity=3, env=trusted_env())
     result = done.by_name("revoke")
     assert result["changed"] and result["certificates"][0]["confirmed"]["acme"] == "revoked"
     assert pebble_status(acme, serial) | {"Certificate": None} == {
@@ -258,5 +268,8 @@ def test_key_compromise_revocation_needs_two_approvals(acme, site):
         "Reason": 1,
         "RevokedAt": pebble_status(acme, serial)["RevokedAt"],
     }
-    assert [item["approver"] for item in result["audit_events"][0]["approvals"]] == ["ana", "raj"]
+    assert [item["approver"] for item in result["audit_events"][0]["approvals"]] == [
+        "alice@keyops.lab",
+        "bob@keyops.lab",
+    ]
     assert_no_canary([site["account"].read_text().splitlines()[1]], done.stdout, done.stderr)
