@@ -25,6 +25,8 @@ from tests.reliability import tally
 DEFAULT_PORT_BASE = 25200
 QUICK_TRIALS = 2
 FULL_TRIALS = 20
+# A whole runbook run takes tens of seconds: one trial each in the quick form.
+QUICK_RUNBOOK_TRIALS = 1
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +55,10 @@ def fault_trials(config: pytest.Config) -> int:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "trial" in metafunc.fixturenames:
         metafunc.parametrize("trial", range(fault_trials(metafunc.config)), ids=lambda n: f"trial{n:02d}")
+    if "runbook_trial" in metafunc.fixturenames:
+        full = metafunc.config.getoption("--full", default=False)
+        count = FULL_TRIALS if full else QUICK_RUNBOOK_TRIALS
+        metafunc.parametrize("runbook_trial", range(count), ids=lambda n: f"trial{n:02d}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -35,6 +35,16 @@ def write_playbook(
     return path
 
 
+def demo_approvers_env(lab_dir: str) -> dict[str, str]:
+    """The trusted files the dual-control gate re-verifies approvals against, as an execution environment sets
+    them: here the lab's demo approvers (made by playbooks/demo_approve.yml on the first demo run)."""
+    folder = Path(lab_dir) / "demo-approvers"
+    return {
+        "KEYOPS_APPROVERS_FILE": str(folder / "approvers.yml"),
+        "KEYOPS_ALLOWED_SIGNERS": str(folder / "allowed_signers"),
+    }
+
+
 def run_env(outputs: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a run: JSON results on stdout, temp folders and the audit file inside ``outputs``."""
     temp = outputs / "tmp"

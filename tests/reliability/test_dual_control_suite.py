@@ -128,46 +128,123 @@ def test_every_bypass_kind_is_refused_with_its_reason(
     tally.add("dual-control", "refused")
 
 
-def verified(approver: str, digest: str = "a" * 64, **extra: Any) -> dict[str, Any]:
-    return {"approver": approver, "digest": digest, "verified": True, "source": "ssh", **extra}
+def forged(approver: str) -> dict[str, Any]:
+    return {"approver": approver, "digest": "a" * 64, "verified": True, "source": "ssh"}
 
 
-GATE = [
-    ("gate: no approvals", []),
-    ("gate: one approval", [verified("alice@keyops.lab")]),
-    ("gate: one approver twice", [verified("alice@keyops.lab"), verified("alice@keyops.lab")]),
-    ("gate: approvals of two different plans", [verified("alice@keyops.lab"), verified("bob@keyops.lab", "b" * 64)]),
-    (
-        "gate: approvals not verified",
-        [{**verified("alice@keyops.lab"), "verified": False}, {**verified("bob@keyops.lab"), "verified": False}],
-    ),
-    ("gate: approvals without a digest", [verified("alice@keyops.lab", ""), verified("bob@keyops.lab", "")]),
-]
+class Gate:
+    """Real approvals for a master-key rotation, made the way an operator makes them: a check-mode run, a plan from
+    change_plan, two ssh-keygen signatures, approval_verify. The gate cases below bend them."""
+
+    def __init__(self, lab: dict[str, Any], folder: Path) -> None:
+        self.folder = folder
+        self.made = approvals.create_demo_approvers(str(folder / "approvers"))
+        self.client = vault_client(lab["VAULT_ADDR"], lab["VAULT_TOKEN"])
+        self.key = self.new_key("gate")
+
+    def new_key(self, purpose: str) -> str:
+        name = f"prod-{purpose}{len(list(self.folder.iterdir()))}-kek-20261203"
+        self.client.adapter.post(f"/v1/transit/keys/{name}", json={"type": "aes256-gcm96"})
+        return name
+
+    def args(self, key: str | None = None) -> dict[str, Any]:
+        return {"name": key or self.key, "key_class": "master-kek", "rotate": True}
+
+    def approvals(self, key: str | None = None, who: tuple[str, ...] = ("alice", "bob")) -> list[dict[str, Any]]:
+        check, failure = call("vault_transit_key", self.args(key), check_mode=True)
+        assert failure is None and check.get("changed"), check
+        plan_path = str(self.folder / f"plan-{key or self.key}.json")
+        plan, failure = call(
+            "change_plan",
+            {"results": [check], "path": plan_path, "requester": "operator@keyops.lab", "change_ref": "CHG-GATE"},
+        )
+        assert failure is None and not plan.get("failed"), plan
+        signatures = [
+            approvals.sign_plan(plan_path, self.made["keys"][f"{name}@keyops.lab"], f"{name}@keyops.lab")
+            for name in who
+        ]
+        verified, failure = call(
+            "approval_verify",
+            {
+                "plan_path": plan_path,
+                "signatures": signatures,
+                "allowed_signers": self.made["allowed_signers"],
+                "approvers_file": self.made["approvers_file"],
+                "digest": plan["digest"],
+                "quorum": len(who),
+            },
+        )
+        assert failure is None and not verified.get("failed"), verified.get("msg")
+        return verified["approvals"]
+
+    def version(self, key: str | None = None) -> int:
+        return int(self.client.secrets.transit.read_key(key or self.key)["data"]["latest_version"])
 
 
 @pytest.fixture(scope="module")
-def master_key(lab: dict[str, Any]) -> str:
-    client = vault_client(lab["VAULT_ADDR"], lab["VAULT_TOKEN"])
-    name = "prod-gate-kek-20261203"
-    client.adapter.post(f"/v1/transit/keys/{name}", json={"type": "aes256-gcm96"})
-    return name
+def gate(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Gate:
+    return Gate(lab, tmp_path_factory.mktemp("gate"))
+
+
+@pytest.fixture
+def trusted_files(gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the execution environment provides: the files the gate re-verifies approvals against."""
+    monkeypatch.setenv("KEYOPS_APPROVERS_FILE", gate.made["approvers_file"])
+    monkeypatch.setenv("KEYOPS_ALLOWED_SIGNERS", gate.made["allowed_signers"])
+
+
+def _edited_plan(gate: Gate) -> list[dict[str, Any]]:
+    offered = gate.approvals()
+    for approval in offered:
+        approval["plan_text"] = approval["plan_text"].replace(gate.key, gate.key.replace("gate", "gatx"))
+    return offered
+
+
+def _swapped_signature(gate: Gate) -> list[dict[str, Any]]:
+    offered, other = gate.approvals(), gate.approvals(gate.new_key("other"))
+    offered[1]["signature"] = other[1]["signature"]
+    return offered
+
+
+GATE: list[tuple[str, Callable[[Gate], list[dict[str, Any]]]]] = [
+    ("gate: no approvals", lambda gate: []),
+    ("gate: hand-made 'verified: true' approvals", lambda gate: [forged("alice@keyops.lab"), forged("bob@keyops.lab")]),
+    ("gate: one real approval", lambda gate: gate.approvals(who=("alice",))),
+    ("gate: one real approval passed twice", lambda gate: [gate.approvals()[0]] * 2),
+    ("gate: real approvals of another key's plan", lambda gate: gate.approvals(gate.new_key("other"))),
+    ("gate: real approvals with the plan text edited", _edited_plan),
+    ("gate: a signature swapped for one over another plan", _swapped_signature),
+]
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize(("kind", "offered"), GATE, ids=[row[0] for row in GATE])
+@pytest.mark.usefixtures("trusted_files")
+@pytest.mark.parametrize(("kind", "offer"), GATE, ids=[row[0] for row in GATE])
 def test_the_module_gate_refuses_a_master_key_change_without_a_quorum(
-    lab: dict[str, Any], master_key: str, kind: str, offered: list[dict[str, Any]]
+    gate: Gate, kind: str, offer: Callable[[Gate], list[dict[str, Any]]]
 ) -> None:
     tally.add("dual-control", "bypass kinds")
-    client = vault_client(lab["VAULT_ADDR"], lab["VAULT_TOKEN"])
-    before = client.secrets.transit.read_key(master_key)["data"]["latest_version"]
+    offered = offer(gate)
+    before = gate.version()
 
-    result, failure = call(
-        "vault_transit_key", {"name": master_key, "key_class": "master-kek", "rotate": True, "approvals": offered}
-    )
+    result, failure = call("vault_transit_key", {**gate.args(), "approvals": offered})
 
-    after = client.secrets.transit.read_key(master_key)["data"]["latest_version"]
     assert failure is None, failure
     assert result.get("failed") and "dual control" in result["msg"], result.get("msg")
-    assert after == before, "the key was rotated without a quorum"
+    assert "file is configured" not in result["msg"], result["msg"]
+    assert gate.version() == before, "the key was rotated without a quorum"
     tally.add("dual-control", "refused")
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("trusted_files")
+def test_the_gate_lets_real_approvals_through(gate: Gate) -> None:
+    """The control: the same gate with the approvals as made, untouched, rotates the key (so the refusals above
+    are for the bending, not for a broken set-up)."""
+    key = gate.new_key("control")
+    before = gate.version(key)
+
+    result, failure = call("vault_transit_key", {**gate.args(key), "approvals": gate.approvals(key)})
+
+    assert failure is None and not result.get("failed"), result.get("msg")
+    assert gate.version(key) == before + 1

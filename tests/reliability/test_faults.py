@@ -368,3 +368,31 @@ def test_killed_at_a_random_moment_then_rerun_ends_like_an_uninterrupted_run(
     assert not differs, f"{context}: end state {checked} differs from the reference {operation.reference}"
     assert not checked["journal_left"], f"{context}: the JSON lines journal was not folded into the file"
     tally.add("faults", "trials passed")
+
+
+def test_a_torn_journal_line_does_not_swallow_the_next_runs_commits(tmp_path: Path) -> None:
+    """A kill in the middle of a JSON lines journal write leaves a torn last line. The next run must not append
+    after it: its own commits would then sit on the torn line and vanish on the replay after a second kill."""
+    from ansible_collections.keyops.runbooks.plugins.module_utils import dek_store
+
+    tally.add("faults", "trials")
+    path = tmp_path / "deks.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"k{n}", "key_ref": "transit/k", "ciphertext": f"vault:v1:c{n}"}) + "\n" for n in range(3)
+        )
+    )
+    first = dek_store.JsonLinesStore(str(path))
+    first.commit([dek_store.Update("k0", "vault:v1:c0", "vault:v2:n0", "transit/k")], dek_store.Progress("job", "0/1"))
+    with open(first.journal_path, "a", encoding="utf-8") as journal:  # the first run dies mid-write
+        journal.write('{"ciphertext": "vault:v2:n1", "id": "k1", "key_r')
+
+    second = dek_store.JsonLinesStore(str(path))  # the second run commits one batch, then dies before finish()
+    second.commit(
+        [dek_store.Update("k2", "vault:v1:c2", "vault:v2:n2", "transit/k")], second.load_progress("job", "0/1")
+    )
+    third = dek_store.JsonLinesStore(str(path))
+
+    assert third.overlay == {"k0": ("vault:v2:n0", "transit/k"), "k2": ("vault:v2:n2", "transit/k")}
+    assert third.load_progress("job", "0/1").done == 2
+    tally.add("faults", "trials passed")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.reliability import canaries, tally
-from tests.reliability.harness import Run
+from tests.reliability.harness import Run, demo_approvers_env
 from tests.support.playbook import ROOT
 
 pytestmark = [pytest.mark.lab, pytest.mark.area("secrets")]
@@ -116,7 +116,7 @@ def runbooks(lab: dict[str, Any], outputs: Path, request: pytest.FixtureRequest)
     names = FULL_RUNBOOKS if request.config.getoption("--full", default=False) else QUICK_RUNBOOKS
     runs = {}
     for name in names:
-        env = {"ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_FORCE_COLOR": "0"}
+        env = {"ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_FORCE_COLOR": "0", **demo_approvers_env(lab["state_dir"])}
         args = ["-e", f"@{Path(lab['state_dir']) / 'estate.yml'}", "-e", f"@{extra_file}"]
         runs[name] = Run(PLAYBOOKS / f"{name}.yml", outputs, env, verbosity=4, args=args).wait(timeout=900)
     shares = escrow_canaries(output_dir, estate)
