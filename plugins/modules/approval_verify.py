@@ -121,6 +121,10 @@ notes:
   - With O(source=awx), AWX enforces that the approval nodes were approved before the apply job ran; the names in
     O(awx_approvals) are taken as given (the dual_control role reads them from the controller's API when it has a
     controller credential). The rules above are then applied to those names.
+  - The key-changing modules re-verify the returned approvals with the allowed-signers and approvers files they
+    trust - the environment variables C(KEYOPS_ALLOWED_SIGNERS) and C(KEYOPS_APPROVERS_FILE), else the policy's
+    C(allowed_signers) and C(approvers_file) - not with the files given here. AWX approvals carry no signature; the
+    modules accept them only when their policy sets C(accept_awx_approvals=true).
   - Allowed-signers entries must name their principals literally; wildcard principals and certificate authorities
     are accepted by ssh-keygen but cannot be matched to an approvers-file entry.
 requirements:
@@ -161,13 +165,23 @@ EXAMPLES = r"""
 
 RETURN = r"""
 approvals:
-  description: The approvals that count, ready for the O(ignore:approvals) option of the key-changing modules.
+  description:
+    - The approvals that count, ready for the O(ignore:approvals) option of the key-changing modules. Pass them
+      unchanged.
+    - Each carries what a module needs to check it again on its own before a dual-controlled action (all public
+      data, no secret) - C(plan_text) (the exact plan file the approvers signed) and C(plan_path); C(principal); for
+      C(source=ssh) the C(signature) text; for C(source=awx) C(awx_workflow_job_id) and C(node). The module recomputes
+      the plan's digest, checks its expiry and that it holds the module's own action on that key, re-verifies each
+      signature with C(ssh-keygen -Y verify) against its trusted allowed-signers file and applies the same rules.
+      C(verified) is informational; no module trusts it.
   returned: always
   type: list
   elements: dict
   sample: [{approver: alice@example.com, principal: alice@example.com, name: Alice, team: security,
             key_fingerprint: "SHA256:t7U6du3JXqcQ0tWkTkoutT48ioKaVlatDEkWUFajm5o", digest: a74d6716...,
-            signed_at: "2026-12-03T18:06:12Z", source: ssh, verified: true}]
+            signed_at: "2026-12-03T18:06:12Z", source: ssh, verified: true,
+            plan_path: /srv/keyops/plans/CHG-2041.json, plan_text: "{\"actions\":[...],...}\n",
+            signature: "-----BEGIN SSH SIGNATURE-----\n...\n-----END SSH SIGNATURE-----\n"}]
 rejected:
   description: Every offered approval that does not count, and why.
   returned: always

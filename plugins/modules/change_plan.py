@@ -90,6 +90,9 @@ attributes:
     details: A plan file that already holds the same digest and has not expired is left untouched, so signatures
       already made over it stay valid.
 notes:
+  - The plan's actions are what approvals cover. Before a dual-controlled action every key-changing module checks
+    that the plan its approvals carry holds that action (the action name of the module's own planned audit event,
+    on the same C(key_ref)), so an approval of one plan never covers an action outside it.
   - The digest covers format, requester, change reference, actions, targets, key classes and whether approval is
     needed. C(created) and C(expires) are outside the digest (the apply run cannot reproduce them) but inside the
     signed file, so an approver's signature covers them.
@@ -129,7 +132,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 digest:
-  description: SHA-256 (hex) of the plan's canonical form, the value approvals are bound to.
+  description: SHA-256 (hex) of the plan's canonical form, the value approvals are bound to; each module recomputes it
+    from the plan its approvals carry.
   returned: always
   type: str
   sample: a74d67160ccfa9ffbfc43ad8c6faaf7921b7ac0eeb14a4dbf5cca611a1e36889
