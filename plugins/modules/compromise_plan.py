@@ -22,7 +22,8 @@ description:
   - Returns C(audit_events) with outcome C(planned) for every step, each marked C(requires_approval), which
     M(keyops.runbooks.change_plan) turns into the plan two approvers sign.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   keys:
     description: The compromised keys, each a name or a dict with C(key) and the options below.
@@ -83,11 +84,16 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
 seealso:
   - module: keyops.runbooks.compromise_snapshot

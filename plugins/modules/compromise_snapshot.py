@@ -17,7 +17,8 @@ description:
     and changes nothing.
   - Holds no key material, token, plaintext or ciphertext - versions, times, policies and ids only.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.aws
@@ -53,11 +54,16 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads everything and returns the manifest it would write; writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
     details: An existing manifest in O(output_dir) is kept as it is.
 notes:

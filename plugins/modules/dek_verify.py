@@ -19,7 +19,8 @@ description:
   - Fails (with the counts and the first failing ids) unless everything verified, so nothing is retired on an
     unverified store; O(fail_on_unverified=false) only reports.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 extends_documentation_fragment:
   - keyops.runbooks.vault
   - keyops.runbooks.aws
@@ -81,11 +82,16 @@ options:
     type: str
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads and decrypts; runs the same in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
 notes:
   - A probe of a transit version encrypts nothing when the version is refused; if the old version still encrypts,
@@ -173,7 +179,7 @@ def main() -> None:
         backend=dict(type="str", required=True, choices=["vault_transit", "aws_kms"]),
         mount=dict(type="str", default="transit"),
         name=dict(type="str"),
-        key_version=dict(type="int"),
+        key_version=dict(type="int", no_log=False),
         key=dict(type="str", no_log=False),
         old_key_refs=dict(type="list", elements="str", no_log=False),
         store=dict(type="dict", required=True),

@@ -24,7 +24,8 @@ description:
   - With O(since) (the run's start, from its journal) a key whose newest version is newer than O(since) was
     rotated by this run already and is not rotated again, so a cut run resumes without a second rotation.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   sources:
     description: Registered results of M(keyops.runbooks.vault_transit_key_info),
@@ -71,11 +72,16 @@ options:
     type: dict
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads; the same plan in check mode and in a real run.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
 notes:
   - A transit key with no data-key store in the register is rotated, but its C(min_decryption_version) is left

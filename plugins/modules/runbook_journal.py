@@ -19,7 +19,8 @@ description:
   - O(state=reported) writes C(report.json) (with a SHA-256 digest of its own content) and C(report.md) from the
     journal and O(data); O(state=verified) checks a report against its digest.
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   path:
     description: The journal file (JSON, 0600). Its folder is created when missing.
@@ -77,11 +78,16 @@ options:
     type: path
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Computes the journal and report and returns them; writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: partial
     details: Step boundaries are records of time and are written on every call; O(state=reported) rewrites the
       report only when its content differs, so a rerun of a finished run changes nothing there.

@@ -16,7 +16,8 @@ description:
   - An action plugin - it runs on the controller and reads the job status and the progress file on the target
     with M(ansible.builtin.async_status) and M(ansible.builtin.slurp).
 version_added: 0.1.0
-author: keyops.runbooks contributors
+author:
+  - keyops maintainers (@keyops)
 options:
   jid:
     description: The job id of the async task (C(ansible_job_id) of its registered result).
@@ -44,13 +45,21 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
+        change.
     support: full
   action:
+    description:
+      - Indicates this has a corresponding action plugin so some parts of the options can be executed on the
+        controller.
     support: full
     details: Runs on the controller.
 seealso:
