@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import importlib
 import os
 import threading
 import time
@@ -22,8 +23,6 @@ from typing import Any
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.keyops.runbooks.plugins.module_utils import key_scan, pkcs11_ops, vault_transit, x509
-from ansible_collections.keyops.runbooks.plugins.module_utils.backends import aws_kms
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import (
     BackendUnavailable,
     InvalidInput,
@@ -37,6 +36,17 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.inventory_report i
 from ansible_collections.keyops.runbooks.plugins.module_utils.register import load_register
 
 ACTION = "Read key inventory sources"
+# The code behind each kind of source, imported only when a source of that kind is read: the module start compiles
+# every module it imports (boto3, python-pkcs11, cryptography, detect-secrets...), so an estate without key files or
+# tokens does not pay for them.
+PACKAGE = "ansible_collections.keyops.runbooks.plugins.module_utils"
+CODE = {
+    "vault_transit": f"{PACKAGE}.vault_transit",
+    "aws_kms": f"{PACKAGE}.backends.aws_kms",
+    "pkcs11": f"{PACKAGE}.pkcs11_ops",
+    "x509": f"{PACKAGE}.x509",
+    "file": f"{PACKAGE}.key_scan",
+}
 
 # What key_inventory takes per source. Secrets are named by environment variable, never given: a value in a
 # variable file or a loop item could show in output; a name cannot.
@@ -133,6 +143,8 @@ def module_params(spec: dict[str, Any], given: dict[str, Any], source: str, secr
 
 
 def read_vault(item: dict[str, Any], policy: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    from ansible_collections.keyops.runbooks.plugins.module_utils import vault_transit
+
     source = f"Vault {item['url']}"
     given = {key: item.get(key) for key in ("url", "namespace", "mounts", "ca_cert", "key_classes")}
     if item.get("token_env"):
@@ -143,12 +155,16 @@ def read_vault(item: dict[str, Any], policy: dict[str, Any], secrets: Secrets) -
 
 
 def read_kms(item: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    from ansible_collections.keyops.runbooks.plugins.module_utils.backends import aws_kms
+
     source = f"KMS {item['region']}"
     given = {key: item.get(key) for key in ("region", "endpoint_url", "profile", "customer_managed_only")}
     return aws_kms.key_info(module_params(aws_kms.KEY_INFO_ARGSPEC, given, source, secrets))
 
 
 def read_pkcs11(item: dict[str, Any], policy: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    from ansible_collections.keyops.runbooks.plugins.module_utils import pkcs11_ops
+
     source = f"PKCS#11 token {item['token_label']}"
     given = {"token_label": item["token_label"], "token_serial": item.get("token_serial"), "policy": policy}
     given["pkcs11_module"] = item.get("module")
@@ -158,6 +174,8 @@ def read_pkcs11(item: dict[str, Any], policy: dict[str, Any], secrets: Secrets) 
 
 
 def read_x509(params: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    from ansible_collections.keyops.runbooks.plugins.module_utils import x509
+
     # An unset password variable is an empty password, as the role's env lookup always gave.
     passwords = [os.environ.get(name, "") for name in params["pkcs12_password_envs"]]
     secrets.add(passwords)
@@ -172,6 +190,8 @@ def read_x509(params: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
 
 
 def read_files(params: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    from ansible_collections.keyops.runbooks.plugins.module_utils import key_scan
+
     given = {"paths": params["file_scan_paths"], "policy": params["policy"]}
     return key_scan.scan_files(module_params(key_scan.SCAN_ARGSPEC, given, "key files", secrets))
 
@@ -196,6 +216,9 @@ def plan_sources(params: dict[str, Any], secrets: Secrets) -> list[Source]:
         )
     if params["file_scan_paths"]:
         sources.append(Source("file", "key files", functools.partial(read_files, params, secrets)))
+    # Imported here, one after the other, rather than by the reading threads at once.
+    for backend in dict.fromkeys(source.backend for source in sources):
+        importlib.import_module(CODE[backend])
     return sources
 
 
