@@ -223,7 +223,7 @@ def verify_transit(vault: Any, check: dict[str, Any]) -> dict[str, Any]:
     counts = {"total": 0, "at_version": 0, "other_version": 0, "decrypted": 0, "failed": 0}
     failures: list[dict[str, Any]] = []
     with open_store(check["store"]) as store:
-        for items, _ in store.batches(VERIFY_BATCH, WHOLE, key_ref=ref):
+        for items, _cursor in store.batches(VERIFY_BATCH, WHOLE, key_ref=ref):
             counts["total"] += len(items)
             for item in items:
                 if ciphertext_version(item.ciphertext) == version:
@@ -259,7 +259,7 @@ def verify_kms(kms: Any, check: dict[str, Any], workers: int) -> dict[str, Any]:
         return None if key_id == expected else f"decrypted by {key_id}, not the new key"
 
     with open_store(check["store"]) as store, concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for items, _ in store.batches(VERIFY_BATCH, WHOLE, key_ref=ref):
+        for items, _cursor in store.batches(VERIFY_BATCH, WHOLE, key_ref=ref):
             counts["total"] += len(items)
             for item, error in zip(items, pool.map(one, items), strict=True):
                 if error is None:

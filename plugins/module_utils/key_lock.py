@@ -22,11 +22,6 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault imp
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import Conflict, InvalidInput, KeyNotFound
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import iso_utc, parse_time
 
-try:
-    import hvac.exceptions
-except ImportError:  # pragma: no cover - require_hvac() in connect() reports it
-    hvac = None
-
 LOCK_FORMAT = "keyops-lock/1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _CAS_MISMATCH = ("check-and-set", "cas", "did not match")

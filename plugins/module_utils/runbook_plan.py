@@ -210,7 +210,7 @@ class RotationPlanner:
         self.now = parse_time(params.get("as_of")) or utc_now()
         self.since = parse_time(params.get("since"))
         self.change_ref = params.get("change_ref")
-        self.records, _ = records_from_sources(params.get("sources") or [])
+        self.records, _scanned = records_from_sources(params.get("sources") or [])
         self.entries = load_register(params["register_path"]) if params.get("register_path") else []
         self.backends = tuple(params.get("backends") or (*KEY_BACKENDS, "x509"))
         self.events: list[dict[str, Any]] = []
@@ -676,7 +676,7 @@ class CompromisePlanner:
         self.params = params
         self.since = parse_time(params.get("since"))
         self.change_ref = params.get("change_ref")
-        self.records, _ = records_from_sources(params.get("sources") or [])
+        self.records, _scanned = records_from_sources(params.get("sources") or [])
         self.entries = load_register(params["register_path"]) if params.get("register_path") else []
         self.events: list[dict[str, Any]] = []
         self.needs_human: list[str] = []
@@ -694,7 +694,7 @@ class CompromisePlanner:
         latest = latest_version(record)
         contained = rotated_since(record, self.since)
         target = latest if contained else latest + 1
-        compromised = [version for version in range(1, target)]
+        compromised = list(range(1, target))
         stores = transit_stores(list(entry.data_key_stores) if entry else [], mount, name, target)
         min_dec = int(record.get("min_decryption_version") or 1)
         min_enc = int(record.get("min_encryption_version") or 0)

@@ -42,7 +42,7 @@ def journal() -> dict[str, Any]:
 def test_step_boundaries(states: list[tuple[str, str]], status: str, attempts: int, done: list[str]) -> None:
     current = journal()
     for state, moment in states:
-        current, _ = apply_state(current, {"state": state, "step": "snapshot", "data": {"files": 2}}, moment)
+        current, _changed = apply_state(current, {"state": state, "step": "snapshot", "data": {"files": 2}}, moment)
     step = current["steps"]["snapshot"]
     assert (step["status"], step["attempts"], completed(current)) == (status, attempts, done)
     assert step["started"] == T0
@@ -50,7 +50,7 @@ def test_step_boundaries(states: list[tuple[str, str]], status: str, attempts: i
 
 def test_a_done_step_keeps_its_first_times_and_counts() -> None:
     current = journal()
-    current, _ = apply_state(current, {"state": "step_done", "step": "rekey", "data": {"rekeyed": 5000}}, T1)
+    current, _changed = apply_state(current, {"state": "step_done", "step": "rekey", "data": {"rekeyed": 5000}}, T1)
     current, changed = apply_state(current, {"state": "step_done", "step": "rekey", "data": {"rekeyed": 0}}, T2)
     assert not changed
     assert current["steps"]["rekey"]["data"] == {"rekeyed": 5000}
@@ -69,7 +69,7 @@ def test_approvals_keep_only_what_a_resumed_run_needs() -> None:
         "signed_at": T0,
         "extra": "dropped",
     }
-    current, _ = apply_state(journal(), {"state": "approved", "digest": "ab", "approvals": [approval]}, T1)
+    current, _changed = apply_state(journal(), {"state": "approved", "digest": "ab", "approvals": [approval]}, T1)
     kept = current["plan"]["approvals"][0]
     assert "extra" not in kept and kept["verified"] is True and kept["digest"] == "ab"
 
@@ -118,6 +118,6 @@ def test_check_mode_writes_nothing(tmp_path: Any) -> None:
 
 
 def test_unfinished_report_has_no_finish_time() -> None:
-    current, _ = apply_state(journal(), {"state": "step_started", "step": "contain"}, T1)
+    current, _changed = apply_state(journal(), {"state": "step_started", "step": "contain"}, T1)
     report = build_report(current, {})
     assert report["finished"] is None and report["duration_s"] is None
