@@ -50,7 +50,7 @@ def connection(endpoint: str) -> dict:
 
 
 def seed(kms, path: str, key_arn: str, count: int, unique: int = 500) -> None:
-    def wrap(_: int) -> str:
+    def wrap(_unused: int) -> str:
         return base64.b64encode(kms.encrypt(KeyId=key_arn, Plaintext=os.urandom(32))["CiphertextBlob"]).decode()
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -152,7 +152,7 @@ def bench_inventory(count: int, workers: int) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        for _unused in range(100):
             try:
                 urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
                 break
@@ -181,7 +181,7 @@ def bench_inventory(count: int, workers: int) -> None:
         for pool_size in (workers, 1):
             client = connect(params, max_pool_connections=pool_size)
             started = time.perf_counter()
-            snapshots, _ = client.inventory(max_workers=pool_size)
+            snapshots, _unused = client.inventory(max_workers=pool_size)
             seconds = time.perf_counter() - started
             print(
                 f"inventory of {len(snapshots)} keys, pool {pool_size}: {seconds:.2f} s "

@@ -40,14 +40,14 @@ def rewrap(args: argparse.Namespace) -> dict:
         answer = transit.rewrap_data(
             args.key,
             ciphertext=None,
-            batch_input=[{"ciphertext": ciphertext, "key_version": latest} for _, ciphertext in rows],
+            batch_input=[{"ciphertext": ciphertext, "key_version": latest} for _unused, ciphertext in rows],
         )
         db.execute("BEGIN")
         db.executemany(
             "UPDATE data_keys SET ciphertext = ? WHERE id = ?",
             [
                 (result["ciphertext"], item_id)
-                for (item_id, _), result in zip(rows, answer["data"]["batch_results"], strict=True)
+                for (item_id, _unused), result in zip(rows, answer["data"]["batch_results"], strict=True)
             ],
         )
         db.execute("COMMIT")

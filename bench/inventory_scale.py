@@ -159,7 +159,7 @@ def timed_inventory(env: dict[str, str], output: str, register: str) -> tuple[fl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--factor", type=int, default=10)
     parser.add_argument("--port-base", type=int, default=26600)
     args = parser.parse_args()

@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as small, tempfile.TemporaryDirectory() as large:
         build_estate(small, args.files // 10)
         build_estate(large, args.files)
-        small_seconds, small_files, _ = timed_scan(small)
+        small_seconds, small_files, _unused = timed_scan(small)
         large_seconds, large_files, records = timed_scan(large)
     print(
         f"key_material_scan: {large_files} files in {large_seconds:.2f} s "

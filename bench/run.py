@@ -366,7 +366,7 @@ class Bench:
             ]
             runs = [future.result() for future in futures]
         # The slower of the two module processes: they ran side by side, as two AWX slices would.
-        wall = max(measure.wall for measure, _ in runs)
+        wall = max(measure.wall for measure, _unused in runs)
         connection = sqlite3.connect(store)
         after = dict(connection.execute("SELECT id, ciphertext FROM data_keys").fetchall())
         progress = connection.execute(
@@ -376,7 +376,7 @@ class Bench:
         from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import slice_of
 
         slices = [sum(1 for item_id in before if slice_of(item_id, 2) == index) for index in (0, 1)]
-        done = [result["rewrapped"] for _, result in runs]
+        done = [result["rewrapped"] for _unused, result in runs]
         changed = sum(1 for item_id, ciphertext in after.items() if ciphertext != before[item_id])
         union_ok = self.check(
             f"partitions 0/2 + 1/2 of {size}: union complete (every data key changed, all at v2)",
@@ -395,7 +395,7 @@ class Bench:
                 seconds(wall),
                 seconds(single.wall) if single else "-",
                 (single.wall / wall) if single else None,
-                max(measure.rss_mb for measure, _ in runs),
+                max(measure.rss_mb for measure, _unused in runs),
                 "union complete, none twice",
                 union_ok and once_ok,
                 f"slices {slices[0]:,} + {slices[1]:,}; baseline = one process over the whole store",
@@ -506,11 +506,11 @@ class Bench:
                 estate["keyops_register_path"] = register
                 print(f"  grew the estate x{scale}: {made} more keys and files ({time.perf_counter() - started:.0f} s)")
             output = self.work / f"inventory-x{scale}"
-            ours, ours_rss, _ = self.playbook(
+            ours, ours_rss, _unused = self.playbook(
                 str(ROOT / "playbooks" / "inventory.yml"), dict(estate, keyops_output_dir=str(output))
             )
             document = json.loads(next(output.rglob("key-inventory.json")).read_text())
-            anchor, _anchor_rss, _ = self.playbook(str(BENCH / "anchor_inventory.yml"), estate)
+            anchor, _anchor_rss, _unused = self.playbook(str(BENCH / "anchor_inventory.yml"), estate)
             records = document["summary"]["keys"]
             self.facts[f"inventory_x{scale}"] = {"records": records, "ours_s": ours, "anchor_s": anchor}
             self.check(f"inventory x{scale}: {records} records, every backend read", records > 0)
@@ -671,9 +671,9 @@ def decrypts(client: Any, path: Path, key: str, sample: int = 5000) -> bool:
     for start in range(0, len(rows), 2000):
         chunk = rows[start : start + 2000]
         answer = client.adapter.post(
-            f"/v1/transit/decrypt/{key}", json={"batch_input": [{"ciphertext": ct} for _, ct in chunk]}
+            f"/v1/transit/decrypt/{key}", json={"batch_input": [{"ciphertext": ct} for _unused, ct in chunk]}
         )
-        for (item_id, _), result in zip(chunk, answer["data"]["batch_results"], strict=True):
+        for (item_id, _unused), result in zip(chunk, answer["data"]["batch_results"], strict=True):
             if result.get("plaintext") != plaintext(item_id):
                 return False
     return True
@@ -750,7 +750,7 @@ BENCHMARKS = ("rewrap", "reencrypt", "inventory", "scans")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--quick", action="store_true", help="small N for the CI smoke (seconds per benchmark)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--lab-dir", default=str(ROOT / ".build" / "bench-lab"))

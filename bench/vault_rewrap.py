@@ -47,14 +47,14 @@ def raw_loop(client, path: str, name: str, batch: int) -> float:
             name,
             ciphertext=None,
             key_version=None,
-            batch_input=[{"ciphertext": ct, "key_version": latest} for _, ct in rows],
+            batch_input=[{"ciphertext": ct, "key_version": latest} for _unused, ct in rows],
         )
         connection.execute("BEGIN")
         connection.executemany(
             "UPDATE data_keys SET ciphertext = ? WHERE id = ?",
             [
                 (result["ciphertext"], item_id)
-                for (item_id, _), result in zip(rows, answer["data"]["batch_results"], strict=True)
+                for (item_id, _unused), result in zip(rows, answer["data"]["batch_results"], strict=True)
             ],
         )
         connection.execute("COMMIT")

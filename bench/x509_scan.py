@@ -38,7 +38,7 @@ def build_files(root: Path, count: int, issuer: labpki.Issuer, root_ca: labpki.I
     now = labpki.utc_now()
     day = dt.timedelta(days=1)
     # A handful of keys reused: key generation is not what is measured.
-    keys = [labpki.new_key("ec-p256") for _ in range(8)] + [labpki.new_key("rsa-2048")]
+    keys = [labpki.new_key("ec-p256") for _unused in range(8)] + [labpki.new_key("rsa-2048")]
     for number in range(count):
         key = keys[number % len(keys)]
         name = f"svc{number}.bench.internal"
@@ -68,7 +68,7 @@ def build_files(root: Path, count: int, issuer: labpki.Issuer, root_ca: labpki.I
 
 def free_ports(count: int) -> list[int]:
     sockets = []
-    for _ in range(count):
+    for _unused in range(count):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sockets.append(sock)
@@ -147,7 +147,7 @@ def main() -> None:
         labpki.write_certs(folder / "roots.pem", root_ca.cert)
         server, endpoints = serve_endpoints(folder, args.endpoints, issuer)
         try:
-            files, _ = scan_x509.discover_files([str(folder / "certs")], scan_x509.DEFAULT_INCLUDE, [], True)
+            files, _unused = scan_x509.discover_files([str(folder / "certs")], scan_x509.DEFAULT_INCLUDE, [], True)
             anchors = [root_ca.cert]
             print(
                 f"{len(files)} certificate files, {len(endpoints)} TLS endpoints on loopback, "

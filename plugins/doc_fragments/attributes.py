@@ -16,6 +16,13 @@ attributes:
       - A second run with the same options against an unchanged backend reports no change.
 """
 
+    ACTION_PLUGIN = r"""
+options: {}
+attributes:
+  action:
+    description: Runs on the controller through an action plugin of the same name.
+"""
+
     INFO_MODULE = r"""
 options: {}
 attributes:

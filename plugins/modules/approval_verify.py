@@ -103,17 +103,15 @@ options:
       - Policy overrides (same shape as the collection's default policy).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verification only reads; it runs the same in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
 notes:
   - SSH signatures carry no time of signing; RV(approvals)'s C(signed_at) is the signature file's modification time, for

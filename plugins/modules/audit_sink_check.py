@@ -30,22 +30,19 @@ options:
   fail_closed:
     description: Fail when a required sink is down. Default, the callback's C(fail_closed).
     type: bool
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
+  - keyops.runbooks.attributes.ACTION_PLUGIN
 attributes:
   action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on
-      the controller.
     support: full
     details: Runs on the controller as an action plugin.
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only connects and reads; it sends no event.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
 notes:
   - Put it first in a play, with C(any_errors_fatal) on the play, so a failed check stops every host.

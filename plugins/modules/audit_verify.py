@@ -35,17 +35,15 @@ options:
     description: Fail the task when the chain is broken. With V(false) the result only reports it.
     type: bool
     default: true
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
 notes:
   - The chain shows that the log is the one written, in order, but not that it is complete after the last

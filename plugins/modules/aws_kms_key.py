@@ -114,19 +114,17 @@ options:
     description: Overrides of the key-management policy for this run (same shape as the collection's default).
     type: dict
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.aws
   - keyops.runbooks.audit
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: The plan is computed by reading the key; nothing changes.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after of state, aliases, tags, key policy, rotation and deletion date.
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: partial
     details: Idempotent except O(rotate_now) without O(rotate_if_older_than_days), which rotates on every run.
 notes:

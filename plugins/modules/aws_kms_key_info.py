@@ -33,17 +33,15 @@ options:
     type: int
     default: 8
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.aws
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Read only; runs the same in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
 notes:
   - A key whose DescribeKey is denied is left out with a warning; a denied read of tags, key policy or rotation

@@ -55,20 +55,18 @@ options:
     description: Overrides of the key-management policy for this run (same shape as the collection's default).
     type: dict
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.aws
   - keyops.runbooks.dek_store
   - keyops.runbooks.audit
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Counts the data keys that would be re-encrypted, by key, without calling ReEncrypt.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after histograms of data keys by key ARN.
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
     details: Finished jobs and data keys already under the destination are not redone.
 notes:

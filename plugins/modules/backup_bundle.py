@@ -94,19 +94,16 @@ options:
       only reports it.
     type: bool
     default: true
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: V(present) reports what would be written and uploaded; V(fetched) still fetches (into O(dest_dir)) and
       verifies, since that changes nothing anywhere else.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
     details: A manifest that already describes the same files is kept (with its time); files already off-site with the
       same SHA-256 are not sent again. V(fetched) replaces the local copy each run and reports no change.

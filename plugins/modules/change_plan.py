@@ -74,18 +74,16 @@ options:
         C(approval_required_classes) decide which actions need approval.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode the plan is computed and returned but not written. Roles run this module with
       C(check_mode=false) so that a check-mode playbook run still writes its plan.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: A plan file that already holds the same digest and has not expired is left untouched, so signatures
       already made over it stay valid.

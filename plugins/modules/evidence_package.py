@@ -79,18 +79,15 @@ options:
     description: The Ed25519 private key (PKCS#8 PEM, unencrypted) that signs the manifest. Read, never copied.
     type: path
     required: true
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Collects into a temporary folder, which is removed, and reports whether the package would change.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
     details:
       - When the collected content equals the package already there (every file's SHA-256), it is left alone,

@@ -29,18 +29,15 @@ options:
     description: Fail when the signature is bad or any file differs. With V(false) the result only reports it.
     type: bool
     default: true
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads only.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
     details: Reads only.
 seealso:

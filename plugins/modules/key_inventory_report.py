@@ -88,18 +88,15 @@ options:
     description: Also return every inventory record in RV(records) (large for big estates; the JSON report has them).
     type: bool
     default: false
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Builds the whole inventory and reports whether the files would change, without writing them.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
-      diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details:
       - Files are rewritten only when the inventory's content differs from the last run's (the digest in the JSON

@@ -23,6 +23,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
 options:
   keys:
@@ -77,16 +78,11 @@ options:
     default: keyops/locks
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the locks and reports whether they are free, held (and by whom) or stale; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: partial
     details: Taking a lock one already holds refreshes its expiry (a write, reported as changed); releasing a lock
       that is not held changes nothing.

@@ -26,18 +26,15 @@ options:
       - With V(false), return the errors in RV(errors) and RV(valid=false) instead.
     type: bool
     default: true
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
-      diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
 seealso:
   - module: keyops.runbooks.key_inventory_report

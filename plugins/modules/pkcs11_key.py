@@ -23,6 +23,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.pkcs11
   - keyops.runbooks.audit
 options:
@@ -92,15 +93,12 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the token and reports the real plan, with audit events of outcome C(planned).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after hold labels, ids, algorithms, object classes and end dates, never key material.
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
     details: Keys are found by label and CKA_ID; a rotation is done once its successor exists.
 notes:

@@ -21,6 +21,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.pkcs11
   - keyops.runbooks.audit
 options:
@@ -64,15 +65,12 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the token and the existing manifest and reports what would be written; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after list the keys in the manifest (label, id, class).
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
     details: >-
       A backup folder whose manifest covers the same keys (same labels, ids, check values and public keys) under

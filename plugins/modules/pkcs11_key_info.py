@@ -15,6 +15,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.pkcs11
 options:
   label:
@@ -30,14 +31,11 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
 notes:
   - SoftHSM2 up to 2.6 cannot read CKA_START_DATE and CKA_END_DATE back from private objects; such records have

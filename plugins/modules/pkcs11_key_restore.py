@@ -22,6 +22,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.pkcs11
   - keyops.runbooks.audit
 options:
@@ -45,17 +46,14 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: >-
       Checks the blobs and the unwrapping key, runs the known-answer check on keys already on the target, and
       reports the keys that would be restored.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after of each key's presence, label, id and algorithm on the target token.
   idempotent:
-    description: When run twice in a row with the same options, the second run reports no change and changes nothing.
     support: full
     details: A key already on the target that passes the known-answer check is not restored again.
 notes:

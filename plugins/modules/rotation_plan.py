@@ -70,18 +70,15 @@ options:
   policy:
     description: Policy overrides (cryptoperiods, which actions need approval).
     type: dict
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads; the same plan in check mode and in a real run.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
 notes:
   - A transit key with no data-key store in the register is rotated, but its C(min_decryption_version) is left

@@ -76,18 +76,15 @@ options:
     description: Where O(state=reported) writes the JSON report (C(report.md) goes beside it), or the report
       O(state=verified) checks. Defaults to C(report.json) beside the journal.
     type: path
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Computes the journal and report and returns them; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: partial
     details: Step boundaries are records of time and are written on every call; O(state=reported) rewrites the
       report only when its content differs, so a rerun of a finished run changes nothing there.

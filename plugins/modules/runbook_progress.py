@@ -43,23 +43,18 @@ options:
     description: Remove the job's status file once it finished.
     type: bool
     default: true
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
+  - keyops.runbooks.attributes.ACTION_PLUGIN
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Only reads.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
   action:
-    description:
-      - Indicates this has a corresponding action plugin so some parts of the options can be executed on the
-        controller.
     support: full
     details: Runs on the controller.
 seealso:

@@ -15,6 +15,7 @@ description:
 version_added: 0.1.0
 author: keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
   - keyops.runbooks.audit
 options:
@@ -40,16 +41,12 @@ options:
     default: present
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The plan comes from the list of enabled devices; nothing is written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Whether the device exists, its type and file before and after.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
 notes:
   - OpenBao accepts audit devices through the API only with C(unsafe_allow_api_audit_creation = true) in its

@@ -18,6 +18,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
   - keyops.runbooks.audit
 options:
@@ -80,17 +81,12 @@ options:
     default: 8
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the existing certificate, the serials and the CRL; issues and revokes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: partial
     details: Serials, common names and expiry of the certificate replaced (issue) or the serials revoked.
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
     details: A still-good certificate is kept; an already revoked serial is only confirmed in the CRL.
 notes:

@@ -17,6 +17,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
   - keyops.runbooks.audit
 options:
@@ -38,16 +39,11 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Checks the file and reports what would happen; takes or restores nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: partial
     details: Saving is skipped when O(path) exists; a restore always replaces the server's state.
 notes:

@@ -18,6 +18,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
 options:
   names:
@@ -39,17 +40,11 @@ options:
     required: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reads the keys and the file and reports which canaries would be made.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
     details: A key that already has a canary for O(label) at its latest version is left alone.
 notes:

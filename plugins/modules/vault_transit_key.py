@@ -21,6 +21,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
   - keyops.runbooks.audit
 options:
@@ -145,17 +146,12 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: The plan comes from reading the key and scanning the data-key stores; nothing is written.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Versions, version creation times and configuration flags before and after; never key material.
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: partial
     details: Every option is idempotent except O(rotate=true), which rotates on every run.
 notes:

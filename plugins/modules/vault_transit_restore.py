@@ -16,6 +16,7 @@ version_added: 0.1.0
 author:
   - keyops maintainers (@keyops)
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.vault
   - keyops.runbooks.audit
 options:
@@ -45,17 +46,12 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Decrypts and checks the backup and reads the target name; restores nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Type, latest and minimum versions of the target key before and after.
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no
-        change.
     support: full
     details: A key of that name that already matches the backup is left alone.
 seealso:

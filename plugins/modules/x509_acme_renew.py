@@ -99,23 +99,19 @@ options:
     type: dict
     default: {}
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.acme
   - keyops.runbooks.audit
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reads the certificate files and reports which would be renewed and why.
       - Contacts no ACME server and writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
-      diff mode.
     support: full
     details: Before and after are serial, not-after and fingerprint per certificate; after is unknown in check mode.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: A renewed certificate is no longer due, so a second run changes nothing (unless O(certificates[].force)).
 notes:

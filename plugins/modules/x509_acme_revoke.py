@@ -47,24 +47,20 @@ options:
     type: dict
     default: {}
 extends_documentation_fragment:
+  - keyops.runbooks.attributes
   - keyops.runbooks.acme
   - keyops.runbooks.audit
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: partial
     details:
       - Plans without contacting the ACME server.
       - Only with O(acme_management_url) does check mode know that a certificate is already revoked; without it every
         certificate is planned as a revocation.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
-      diff mode.
     support: none
     details: Results and audit events carry the before and after revocation state.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: A certificate the server reports as already revoked is left unchanged.
 notes:

@@ -136,19 +136,16 @@ options:
         C(weak_signature_hashes), C(certificate_renewal_window_days).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - keyops.runbooks.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Read-only; check mode runs the same scan.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in
-      diff mode.
     support: none
     details: Nothing changes, so there is no diff.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation
-      indicates no change.
     support: full
     details: Never changes anything. Two runs differ only where the clock moved (days left, findings near a boundary).
 notes:

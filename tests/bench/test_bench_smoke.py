@@ -81,7 +81,7 @@ def test_quick_run_prints_the_table_with_numbers(quick_run: tuple[subprocess.Com
 
 @pytest.mark.lab
 def test_quick_run_correctness_facts(quick_run: tuple[subprocess.CompletedProcess[str], dict]) -> None:
-    _, report = quick_run
+    _unused, report = quick_run
     checks = report["checks"]
     assert checks and all(checks.values()), {name: ok for name, ok in checks.items() if not ok}
     names = " | ".join(checks)

@@ -69,7 +69,11 @@ def test_every_plugin_has_documentation(installed, plugin_type):
     if not names:
         pytest.skip(f"the collection has no {plugin_type} plugins")
     done = subprocess.run(
-        [f"{BIN}/ansible-doc", "-t", plugin_type, "--json", *names], env=installed, capture_output=True, text=True
+        [f"{BIN}/ansible-doc", "-t", plugin_type, "--json", *names],
+        env=installed,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-1500:]
     assert "[WARNING]" not in done.stderr, done.stderr[-1500:]
@@ -100,5 +104,6 @@ def test_playbooks_ship_in_the_collection_and_parse_by_fqcn(installed):
             capture_output=True,
             text=True,
             cwd=ROOT,
+            check=False,
         )
         assert done.returncode == 0, f"{playbook}: {done.stderr[-1500:]}"

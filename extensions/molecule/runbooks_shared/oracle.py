@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: keyops.runbooks contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Set-up and independent reads for the rotation and compromise_response scenarios, with hvac and sqlite3 directly.
@@ -31,7 +31,7 @@ def seed(name: str, store: str, register: str, count: int) -> dict:
     if os.path.exists(store):
         return {"changed": False}
     vault.secrets.transit.create_key(name, key_type="aes256-gcm96")
-    batch = [{"plaintext": base64.b64encode(secrets.token_bytes(32)).decode()} for _ in range(count)]
+    batch = [{"plaintext": base64.b64encode(secrets.token_bytes(32)).decode()} for _unused in range(count)]
     answer = vault.secrets.transit.encrypt_data(name, None, batch_input=batch)
     del batch
     with sqlite3.connect(store) as connection:
