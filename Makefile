@@ -47,8 +47,9 @@ sanity:
 unit:
 	$(PY) -m pytest tests/unit -q
 
+# Two workers, a file each at a time: each worker runs its own lab (tests/integration/conftest.py).
 integration:
-	$(PY) -m pytest tests/integration tests/reliability -q
+	$(PY) -m pytest tests/integration tests/reliability -q -n 2 --dist loadfile
 
 molecule:
 	scripts/molecule.sh
