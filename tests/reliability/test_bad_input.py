@@ -520,3 +520,46 @@ def test_malformed_files_and_hostile_names_fail_clearly(
     tally.add("bad-input", "clear errors", int(clear))
     assert clear, f"{module} ({case}): {why}"
     assert not Path("/tmp/keyops-pwned").exists(), "a register's YAML tag ran a command"
+
+
+@pytest.mark.lab
+def test_a_tampered_latest_json_in_the_backup_bucket_cannot_make_a_restore_delete_a_folder(
+    lab: dict[str, Any], tmp_path: Path
+) -> None:
+    """latest.json in the backup bucket is rewritten by every backup, so it is not under Object Lock: whoever can
+    write to the bucket can point it anywhere. Before the fix, a bundle id of '../victim' made the fetch delete
+    <dest_dir>/../victim and write the bucket's files there."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=lab["AWS_ENDPOINT_URL"],
+        region_name=lab["AWS_DEFAULT_REGION"],
+        aws_access_key_id=lab["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=lab["AWS_SECRET_ACCESS_KEY"],
+    )
+    bucket = f"tampered-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="bundles/latest.json", Body=json.dumps({"bundle_id": "../victim"}).encode())
+    s3.put_object(Bucket=bucket, Key="bundles/../victim/manifest.json", Body=b"{}")
+    victim = tmp_path / "restore" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("the operator's files")
+
+    result, failure = call(
+        "backup_bundle",
+        {
+            "state": "fetched",
+            "bucket": bucket,
+            "dest_dir": str(tmp_path / "restore" / "inner"),
+            "s3_endpoint_url": lab["AWS_ENDPOINT_URL"],
+        },
+    )
+
+    clear, why = (False, failure) if failure else fails_naming("bundle id")(result)
+    tally.add("bad-input", "cases")
+    tally.add("bad-input", "tracebacks", int(failure is not None))
+    tally.add("bad-input", "clear errors", int(clear))
+    assert clear, why
+    assert (victim / "precious.txt").read_text() == "the operator's files"
+    assert sorted(path.name for path in victim.iterdir()) == ["precious.txt"]
