@@ -80,7 +80,8 @@ ENDPOINT: dict[str, Any] = {
 KEY_INVENTORY_ARGSPEC: dict[str, Any] = {
     "vault_servers": {"type": "list", "elements": "dict", "default": [], "options": VAULT_SOURCE},
     "aws_kms": {"type": "list", "elements": "dict", "default": [], "options": KMS_SOURCE},
-    "pkcs11_tokens": {"type": "list", "elements": "dict", "default": [], "options": PKCS11_SOURCE},
+    # Token labels and the NAMES of PIN variables: nothing secret.
+    "pkcs11_tokens": {"type": "list", "elements": "dict", "default": [], "options": PKCS11_SOURCE, "no_log": False},
     "x509_paths": {"type": "list", "elements": "path", "default": []},
     "x509_endpoints": {"type": "list", "elements": "dict", "default": [], "options": ENDPOINT},
     "x509_ca_bundle": {"type": "path"},

@@ -99,7 +99,7 @@ options:
             left out.
         type: str
   x509_paths:
-    description: Files and folders searched for certificates (as M(keyops.runbooks.x509_inventory) O(paths)).
+    description: Files and folders searched for certificates (as O(keyops.runbooks.x509_inventory#module:paths)).
     type: list
     elements: path
     default: []
@@ -140,7 +140,7 @@ options:
     elements: str
     default: []
   file_scan_paths:
-    description: Folders searched for key material left in files (as M(keyops.runbooks.key_material_scan) O(paths)).
+    description: Folders searched for key material left in files (as O(keyops.runbooks.key_material_scan#module:paths)).
     type: list
     elements: path
     default: []

@@ -32,7 +32,7 @@ def _record_pid(lab: dict[str, Any], service: str, pid: int) -> None:
 
 
 def signal_service(lab: dict[str, Any], service: str, signum: int) -> None:
-    _, state = _state(lab)
+    _unused, state = _state(lab)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(state["processes"][service]["pid"], signum)
 

@@ -67,7 +67,7 @@ WRONG = {"int": "not-a-number", "float": "not-a-number", "bool": "sometimes", "d
 def baseline(spec: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
     """Arguments that pass the spec's own rules (required, required_if, required_one_of, required_together)."""
     args = {option: filler(sub) for option, sub in spec.items() if sub.get("required")}
-    for _ in range(3):
+    for _unused in range(3):
         for rule in rules.get("required_if") or []:
             key, value, needed = rule[0], rule[1], rule[2]
             if args.get(key, spec.get(key, {}).get("default")) == value:

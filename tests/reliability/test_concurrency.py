@@ -80,7 +80,7 @@ def intervals(folder: Path) -> list[tuple[float, float]]:
 
 
 def overlapping(spans: list[tuple[float, float]]) -> int:
-    return sum(1 for (_, end), (start, _) in itertools.pairwise(spans) if start < end)
+    return sum(1 for (_unused1, end), (start, _unused2) in itertools.pairwise(spans) if start < end)
 
 
 def test_two_runs_started_together_on_one_key_one_wins_the_other_is_told(
@@ -169,7 +169,7 @@ def test_check_and_set_lets_exactly_one_of_two_simultaneous_takers_win(
 
     rounds = 200 if request.config.getoption("--full", default=False) else 30
     params = {"url": lab["VAULT_ADDR"], "token": lab["VAULT_TOKEN"], "auth_method": "token", "timeout": 30}
-    racers = [KvLocks(connect(params), "secret", "keyops/locks") for _ in range(2)]
+    racers = [KvLocks(connect(params), "secret", "keyops/locks") for _unused in range(2)]
     doubles = 0
     for number in range(rounds):
         key = f"transit/cas-{number}-{int(time.time())}-kek-20261203"
@@ -185,7 +185,7 @@ def test_check_and_set_lets_exactly_one_of_two_simultaneous_takers_win(
         ) -> None:
             barrier.wait()
             try:
-                outcome, _ = locks.try_acquire(key, {"owner": who, "run_id": who, "operator": who}, 60)
+                outcome, _unused = locks.try_acquire(key, {"owner": who, "run_id": who, "operator": who}, 60)
             except Conflict:
                 outcome = "conflict"
             outcomes.append(outcome)

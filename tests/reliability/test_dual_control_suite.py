@@ -36,12 +36,12 @@ pytestmark = [pytest.mark.area("dual-control")]
 
 
 def _expired(e: dict[str, Any], folder: str) -> None:
-    plan_path, _ = make_plan(folder)
+    plan_path, _unused = make_plan(folder)
     verify(e, plan_path, [sign(e, plan_path, "alice"), sign(e, plan_path, "bob")], now=NOW + dt.timedelta(hours=25))
 
 
 def _other_digest(e: dict[str, Any], folder: str) -> None:
-    plan_path, _ = make_plan(folder)
+    plan_path, _unused = make_plan(folder)
     verify(e, plan_path, [sign(e, plan_path, "alice"), sign(e, plan_path, "bob")], expected_digest="0" * 64)
 
 
@@ -54,17 +54,17 @@ def _edited_by_hand(e: dict[str, Any], folder: str) -> None:
 
 
 def _same_team(e: dict[str, Any], folder: str) -> None:
-    plan_path, _ = make_plan(folder, events=[event("destroy", key_class="kek")])
+    plan_path, _unused = make_plan(folder, events=[event("destroy", key_class="kek")])
     verify(e, plan_path, [sign(e, plan_path, "bob"), sign(e, plan_path, "carol")], distinct_teams=True)
 
 
 def _unclassified(e: dict[str, Any], folder: str) -> None:
-    plan_path, _ = make_plan(folder, events=[event("destroy", key_class=None)])
+    plan_path, _unused = make_plan(folder, events=[event("destroy", key_class=None)])
     verify(e, plan_path, [sign(e, plan_path, "alice"), sign(e, plan_path, "carol")])
 
 
 def _one_key_two_principals(e: dict[str, Any], folder: str) -> None:
-    plan_path, _ = make_plan(folder)
+    plan_path, _unused = make_plan(folder)
     verify(e, plan_path, [sign(e, plan_path, "alice")], signers=e["shared_signers"], quorum=1)
 
 
@@ -77,7 +77,7 @@ def _malformed_expiry(e: dict[str, Any], folder: str) -> None:
     ]
     signers = Path(folder) / "allowed_signers"
     signers.write_text("\n".join(edited) + "\n")
-    plan_path, _ = make_plan(folder)
+    plan_path, _unused = make_plan(folder)
     verify(e, plan_path, [sign(e, plan_path, "alice"), sign(e, plan_path, "bob")], signers=str(signers))
 
 
@@ -93,7 +93,7 @@ def _awx(case: str, offered: list[dict[str, Any]], job: str | None) -> Callable[
     def attack(e: dict[str, Any], folder: str) -> None:
         requester = "bob" if case == "requester approves" else "operator"
         events = [event("destroy", key_class="kek")] if case == "same team" else None
-        _, plan = make_plan(folder, requester=requester, events=events)
+        _unused, plan = make_plan(folder, requester=requester, events=events)
         approvals.verify_awx_approvals(plan, offered, job, e["approvers"], 2, now=NOW)
 
     return attack

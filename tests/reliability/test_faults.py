@@ -121,12 +121,12 @@ def vault_decrypt(client: Any, name: str, rows: list[tuple[str, str, str | None]
     plaintexts: dict[str, str] = {}
     for start in range(0, len(rows), 400):
         chunk = rows[start : start + 400]
-        items = [{"ciphertext": ct, **({"context": ctx} if ctx else {})} for _, ct, ctx in chunk]
+        items = [{"ciphertext": ct, **({"context": ctx} if ctx else {})} for _unused, ct, ctx in chunk]
         try:
             answer = client.secrets.transit.decrypt_data(name, ciphertext=None, batch_input=items)
         except hvac.exceptions.InvalidRequest as error:
             answer = json.loads(error.text)
-        for (item_id, _, _), result in zip(chunk, answer["data"]["batch_results"], strict=True):
+        for (item_id, _unused1, _unused2), result in zip(chunk, answer["data"]["batch_results"], strict=True):
             plaintexts[item_id] = result.get("plaintext") or f"error: {result.get('error')}"
     return plaintexts
 
@@ -159,20 +159,22 @@ def vault_operation(kind: str, deks: dict[str, Any]) -> Operation:
 
     def rows(store: Path) -> list[tuple[str, str, str | None]]:
         if kind == "sqlite":
-            return [(item_id, ct, ctx) for item_id, _, ct, ctx in sqlite_rows(store)]
+            return [(item_id, ct, ctx) for item_id, _unused, ct, ctx in sqlite_rows(store)]
         return [(row["id"], row["ciphertext"], row.get("context")) for row in jsonl_rows(store)]
 
     def committed(store: Path) -> int:
-        return sum(1 for _, ct, _ in rows(store) if ct.startswith(f"vault:{target}:")) - (VAULT_DEKS - 2000)
+        return sum(1 for _unused1, ct, _unused2 in rows(store) if ct.startswith(f"vault:{target}:")) - (
+            VAULT_DEKS - 2000
+        )
 
     def verify(store: Path) -> dict[str, Any]:
         current = rows(store)
         decrypted = vault_decrypt(client, name, current)
         return {
             "count": len(current),
-            "histogram": dict(Counter(version_of(ct) for _, ct, _ in current)),
+            "histogram": dict(Counter(version_of(ct) for _unused1, ct, _unused2 in current)),
             "lost": sum(1 for item_id, plaintext in plaintexts.items() if decrypted.get(item_id) != plaintext),
-            "not_at_target": sum(1 for _, ct, _ in current if version_of(ct) != target),
+            "not_at_target": sum(1 for _unused1, ct, _unused2 in current if version_of(ct) != target),
             "journal_left": Path(str(store) + ".keyops-journal").exists()
             and kind == "jsonl"
             and committed_journal(store),
@@ -223,7 +225,7 @@ def kms_deks(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
         config=Config(max_pool_connections=32),
     )
     keys = []
-    for _ in range(2):
+    for _unused in range(2):
         meta = kms.create_key()["KeyMetadata"]
         alias = unique_alias("kek")
         kms.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
@@ -243,10 +245,10 @@ def kms_deks(lab: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
 
 def kms_operation(deks: dict[str, Any]) -> Operation:
     kms, dest, plaintexts = deks["kms"], deks["dest"], deks["plaintexts"]
-    original = {item_id: ct for item_id, _, ct, _ in sqlite_rows(deks["template"])}
+    original = {item_id: ct for item_id, _unused1, ct, _unused2 in sqlite_rows(deks["template"])}
 
     def committed(store: Path) -> int:
-        return sum(1 for _, ref, _, _ in sqlite_rows(store) if ref == dest)
+        return sum(1 for _unused1, ref, _unused2, _unused3 in sqlite_rows(store) if ref == dest)
 
     def verify(store: Path) -> dict[str, Any]:
         rows = sqlite_rows(store)
@@ -261,9 +263,11 @@ def kms_operation(deks: dict[str, Any]) -> Operation:
             decrypted = dict(pool.map(decrypt, rows))
         return {
             "count": len(rows),
-            "histogram": dict(Counter("dest" if ref == dest else "other" for _, ref, _, _ in rows)),
+            "histogram": dict(
+                Counter("dest" if ref == dest else "other" for _unused1, ref, _unused2, _unused3 in rows)
+            ),
             "lost": sum(1 for item_id, plaintext in plaintexts.items() if decrypted.get(item_id) != (dest, plaintext)),
-            "not_at_target": sum(1 for item_id, ref, ct, _ in rows if ref != dest or ct == original[item_id]),
+            "not_at_target": sum(1 for item_id, ref, ct, _unused in rows if ref != dest or ct == original[item_id]),
             "journal_left": False,
         }
 

@@ -67,7 +67,7 @@ def test_openbao_killed_mid_rewrap_fails_clearly_and_resumes_after_restart(
     store = tmp_path / "deks.sqlite"
     plaintexts = seed_vault_store(client, str(store), name, 1500, versions=3)
     canaries.add_plaintexts(plaintexts.values())
-    original = {item_id: ct for item_id, _, ct, _ in sqlite_rows(store)}
+    original = {item_id: ct for item_id, _unused1, ct, _unused2 in sqlite_rows(store)}
     playbook = write_playbook(
         tmp_path,
         "rewrap-raft",
@@ -96,8 +96,8 @@ def test_openbao_killed_mid_rewrap_fails_clearly_and_resumes_after_restart(
         message = assert_clear_failure(run, "rewrap", f"transit/{name}", "cannot connect", "did not answer")
         # Nothing half-done: each data key is its original ciphertext or a complete v3 one, as the progress says.
         rows = sqlite_rows(store)
-        moved = [item_id for item_id, _, ct, _ in rows if ct != original[item_id]]
-        assert all(ct.startswith("vault:v3:") for item_id, _, ct, _ in rows if item_id in moved)
+        moved = [item_id for item_id, _unused1, ct, _unused2 in rows if ct != original[item_id]]
+        assert all(ct.startswith("vault:v3:") for item_id, _unused1, ct, _unused2 in rows if item_id in moved)
         assert len(moved) == progress_done(store, "rewrap:") > 0
     finally:
         restart_raft(lab)
@@ -105,13 +105,13 @@ def test_openbao_killed_mid_rewrap_fails_clearly_and_resumes_after_restart(
     rerun = run_to_end(playbook, outputs, raft)
     assert rerun.rc == 0, rerun.results().get("rewrap", {}).get("msg")
     rows = sqlite_rows(store)
-    decrypted = vault_decrypt(client, name, [(item_id, ct, ctx) for item_id, _, ct, ctx in rows])
+    decrypted = vault_decrypt(client, name, [(item_id, ct, ctx) for item_id, _unused, ct, ctx in rows])
     lost = sum(1 for item_id, plaintext in plaintexts.items() if decrypted[item_id] != plaintext)
     tally.add("faults", "data keys verified", len(rows))
     tally.add("faults", "lost", lost)
     tally.add("faults", "wrapped twice", max(progress_done(store, "rewrap:") - 1000, 0))
     assert lost == 0
-    assert all(ct.startswith("vault:v3:") for _, _, ct, _ in rows)
+    assert all(ct.startswith("vault:v3:") for _unused1, _unused2, ct, _unused3 in rows)
     assert progress_done(store, "rewrap:") == 1000
     print(f"\nOpenBao down mid-rewrap: {message}")
     tally.add("faults", "trials passed")
@@ -147,7 +147,7 @@ def test_kms_frozen_mid_reencrypt_then_thawed_finishes_with_every_data_key(
     tally.add("faults", "trials")
     tally.add("faults", "outages")
     kms = kms_client(lab["AWS_ENDPOINT_URL"], lab["AWS_DEFAULT_REGION"])
-    source, dest = (kms.create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    source, dest = (kms.create_key()["KeyMetadata"]["Arn"] for _unused in range(2))
     store = tmp_path / "deks.sqlite"
     plaintexts = seed_kms_store(kms, str(store), source, 300, unique=50, table="data_keys")
     playbook = write_playbook(tmp_path, "reencrypt-freeze", [kms_task(dest, store)])
@@ -207,10 +207,10 @@ def test_kms_killed_mid_reencrypt_fails_clearly_and_leaves_no_half_done_data_key
     server = start_moto(port)
     try:
         kms = kms_client(endpoint, "eu-west-1")
-        source, dest = (kms.create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+        source, dest = (kms.create_key()["KeyMetadata"]["Arn"] for _unused in range(2))
         store = tmp_path / "deks.sqlite"
         seed_kms_store(kms, str(store), source, 400, unique=40, table="data_keys")
-        original = {item_id: ct for item_id, _, ct, _ in sqlite_rows(store)}
+        original = {item_id: ct for item_id, _unused1, ct, _unused2 in sqlite_rows(store)}
         playbook = write_playbook(tmp_path, "reencrypt-kill", [kms_task(dest, store, max_attempts=2)])
         env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "eu-west-1"}
 

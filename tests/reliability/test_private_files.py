@@ -231,11 +231,11 @@ def test_every_file_write_in_the_collection_is_a_known_private_writer() -> None:
 EXERCISED = sorted({key: value for key, value in WRITERS.items() if value[0]}.items())
 
 
-@pytest.mark.parametrize(("where", "writer"), EXERCISED, ids=[f"{key[0]}:{key[1]}" for key, _ in EXERCISED])
+@pytest.mark.parametrize(("where", "writer"), EXERCISED, ids=[f"{key[0]}:{key[1]}" for key, _unused in EXERCISED])
 def test_writer_makes_owner_only_files_whatever_the_umask(
     where: tuple[str, str], writer: tuple[Callable[[Path], list[Path]], bool], tmp_path: Path
 ) -> None:
-    exercise, _ = writer
+    exercise, _unused = writer
     with umask(0):
         written = exercise(tmp_path)
 
@@ -257,11 +257,11 @@ def test_writer_makes_owner_only_files_whatever_the_umask(
 ATOMIC = [(key, value) for key, value in EXERCISED if value[1]]
 
 
-@pytest.mark.parametrize(("where", "writer"), ATOMIC, ids=[f"{key[0]}:{key[1]}" for key, _ in ATOMIC])
+@pytest.mark.parametrize(("where", "writer"), ATOMIC, ids=[f"{key[0]}:{key[1]}" for key, _unused in ATOMIC])
 def test_a_failed_rename_leaves_the_old_file_and_no_temp_file(
     where: tuple[str, str], writer: tuple[Callable[[Path], list[Path]], bool], tmp_path: Path
 ) -> None:
-    exercise, _ = writer
+    exercise, _unused = writer
     written = exercise(tmp_path)
     before = {path: path.read_bytes() for path in written if path.exists()}
     listing = sorted(str(path) for path in tmp_path.rglob("*"))

@@ -97,12 +97,12 @@ def make_estate(lab: dict[str, Any], folder: Path, runbook: str, label: str) -> 
 def end_state(lab: dict[str, Any], estate: Estate) -> dict[str, Any]:
     client = vault_client(lab["VAULT_ADDR"], lab["VAULT_TOKEN"])
     key = client.secrets.transit.read_key(estate.name)["data"]
-    rows = [(item_id, ct, ctx) for item_id, _, ct, ctx in sqlite_rows(estate.store)]
+    rows = [(item_id, ct, ctx) for item_id, _unused, ct, ctx in sqlite_rows(estate.store)]
     decrypted = vault_decrypt(client, estate.name, rows)
     return {
         "rotations": int(key["latest_version"]) - 3,
         "min_decryption_version": int(key["min_decryption_version"]) - 3,
-        "histogram": dict(Counter(version_of(ct) for _, ct, _ in rows)),
+        "histogram": dict(Counter(version_of(ct) for _unused1, ct, _unused2 in rows)),
         "lost": sum(1 for item_id, plaintext in estate.plaintexts.items() if decrypted.get(item_id) != plaintext),
         "count": len(rows),
     }

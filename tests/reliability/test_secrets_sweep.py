@@ -162,7 +162,7 @@ def test_the_sweep_finds_a_planted_secret(tmp_path: Path) -> None:
     planted = tmp_path / "stdout"
     planted.write_bytes(b'ok: [localhost] => {"token": "s3cr3t-canary-0001", "k": "' + b"A" * 43 + b'="}')
 
-    found, _ = sweep([planted], ["s3cr3t-canary-0001"], {"A" * 43 + "="})
+    found, _unused = sweep([planted], ["s3cr3t-canary-0001"], {"A" * 43 + "="})
 
     assert len(found) == 2
 
