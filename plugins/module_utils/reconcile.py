@@ -91,7 +91,20 @@ class Inventory:
                         id=record.get("id"),
                     )
                 )
-        return sorted(flat, key=lambda item: (-severity_rank(item["severity"]), item["code"], str(item["key"])))
+        # A total order: sources hand records over in an order of their own (a thread pool's), and the reports and
+        # their content digest must not change with it.
+        return sorted(
+            flat,
+            key=lambda item: (
+                -severity_rank(item["severity"]),
+                item["code"],
+                str(item["key"]),
+                str(item["backend"]),
+                str(item["location"]),
+                str(item["id"]),
+                str(item.get("message")),
+            ),
+        )
 
     def summary(self) -> dict[str, Any]:
         findings = self.findings()
@@ -437,6 +450,14 @@ def build_inventory(
                     "action": "renew" if record.get("key_class") == "tls-cert" else "rotate",
                 }
             )
-    due_list.sort(key=lambda item: item["due"])
-    items.sort(key=lambda record: (record["backend"], str(record.get("location")), str(record.get("name"))))
+    # Total orders (see Inventory.findings): equal inventories give equal reports and digests.
+    due_list.sort(key=lambda item: (item["due"], item["backend"], str(item.get("location")), str(item.get("name"))))
+    items.sort(
+        key=lambda record: (
+            record["backend"],
+            str(record.get("location")),
+            str(record.get("name")),
+            str(record.get("id")),
+        )
+    )
     return Inventory(items, missing, unverified, due_list, sorted(scanned), iso_utc(moment))

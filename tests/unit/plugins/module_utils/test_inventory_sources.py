@@ -286,3 +286,19 @@ def test_with_every_source_read_the_result_is_the_reports_result(tmp_path: Path)
     report = inventory_report(defaults(records=records, backends=["vault_transit"], sources=[]), True)
     assert ours.pop("sources") == [] and ours.pop("source_errors") == []
     assert ours == report
+
+
+def test_the_reports_do_not_depend_on_the_order_the_sources_hand_records_over() -> None:
+    from ansible_collections.keyops.runbooks.plugins.module_utils.report import report_document
+
+    # A PKCS#11 key pair: two objects with one label at one location, both due and both with findings.
+    pair = [
+        dict(vault_record("old-kek"), backend="pkcs11", location="hsm", id=f"hsm/old-kek/{kind}",
+             created="2020-01-01T00:00:00Z", rotation_period_days=30)
+        for kind in ("private", "public")
+    ]  # fmt: skip
+    digests = set()
+    for records in (pair, list(reversed(pair))):
+        inventory = build_inventory([dict(record) for record in records], None, now=NOW)
+        digests.add(report_document(inventory, {}, "t", 90)["content_digest"])
+    assert len(digests) == 1
