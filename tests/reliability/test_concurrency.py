@@ -176,7 +176,8 @@ def test_check_and_set_lets_exactly_one_of_two_simultaneous_takers_win(
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def take(
+        # The defaults bind this round's objects on purpose (each thread appends to this round's list).
+        def take(  # pylint: disable=dangerous-default-value
             locks: KvLocks,
             who: str,
             key: str = key,

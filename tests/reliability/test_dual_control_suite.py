@@ -21,7 +21,9 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.errors import Inte
 from tests.reliability import tally
 from tests.reliability.inproc import call
 from tests.support.vault_deks import vault_client
-from tests.unit.plugins.module_utils.test_approvals import (  # noqa: F401 - estate is a fixture
+
+# estate is a pytest fixture the imported cases need in this module.
+from tests.unit.plugins.module_utils.test_approvals import (  # noqa: F401 # pylint: disable=unused-import
     AWX_CASES,
     BYPASSES,
     NOW,

@@ -204,13 +204,11 @@ def vault_operation(kind: str, deks: dict[str, Any]) -> Operation:
         task=task,
         store_file=lambda folder: folder / f"deks.{kind}",
         committed=committed,
-        first_commit=(lambda store: has_progress(store))
+        first_commit=has_progress
         if kind == "sqlite"
         else (lambda store: Path(str(store) + ".keyops-journal").exists()),
         verify=verify,
-        job_done=(lambda store: progress_done(store, "rewrap:"))
-        if kind == "sqlite"
-        else (lambda store: jsonl_progress_done(store)),
+        job_done=(lambda store: progress_done(store, "rewrap:")) if kind == "sqlite" else jsonl_progress_done,
     )
 
 
