@@ -46,6 +46,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "area(name): the reliability area a test counts towards")
+    # Hypothesis reads its settings when a test module is imported: load the profile before collection.
+    from hypothesis import HealthCheck, settings
+
+    for name, examples in (("reliability-quick", 150), ("reliability-full", 1500)):
+        settings.register_profile(
+            name, max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+    settings.load_profile("reliability-full" if config.getoption("--full", default=False) else "reliability-quick")
 
 
 def fault_trials(config: pytest.Config) -> int:

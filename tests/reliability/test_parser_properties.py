@@ -15,7 +15,7 @@ import string
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ansible_collections.keyops.runbooks.plugins.filter.key_name import key_name
@@ -27,13 +27,7 @@ from tests.reliability import tally
 
 pytestmark = [pytest.mark.area("bad-input")]
 
-settings.register_profile("quick", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("full", max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@pytest.fixture(autouse=True)
-def profile(request: pytest.FixtureRequest) -> None:
-    settings.load_profile("full" if request.config.getoption("--full", default=False) else "quick")
+# The example counts: tests/reliability/conftest.py loads the "reliability-quick" or "reliability-full" profile.
 
 
 def counted(_what: str) -> None:

@@ -81,11 +81,16 @@ def escrow_canaries(output_dir: Path, estate: dict[str, Any]) -> int:
         escrow = json.loads(escrow_file.read_text())
         mnemonics = []
         for custodian in escrow["custodians"]:
-            sealed = (escrow_file.parent / custodian["share_file"]).read_bytes()
+            share = escrow_file.parent / custodian["share_file"]
+            if not share.exists():  # the evidence package keeps escrow.json, not the shares
+                continue
+            sealed = share.read_bytes()
             mnemonic = pyrage.decrypt(sealed, [identities[custodian["name"]]]).decode()
             canaries.add(mnemonic, *[" ".join(mnemonic.split()[i : i + 6]) for i in range(0, 18, 6)])
             mnemonics.append(mnemonic)
             opened += 1
+        if len(mnemonics) < escrow["threshold"]:
+            continue
         secret = shamir_mnemonic.combine_mnemonics(mnemonics[: escrow["threshold"]])
         canaries.add(age_secret_key(secret), secret.hex(), base64.b64encode(secret).decode())
     return opened
