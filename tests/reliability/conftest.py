@@ -86,6 +86,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         tally.test_outcome(area, report.outcome)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its counts to the controller, which prints the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["keyops_reliability"] = json.dumps(tally.export())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    data = getattr(node, "workeroutput", {}).get("keyops_reliability")
+    if data:
+        tally.merge(json.loads(data))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     lines = tally.summary_lines()
     if not lines:

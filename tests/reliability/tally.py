@@ -28,6 +28,18 @@ def figure(area: str, name: str) -> int:
     return _figures[area][name]
 
 
+def export() -> dict[str, dict[str, dict[str, int]]]:
+    """This process's counts, for the pytest-xdist controller to merge (one worker's share of the suite)."""
+    return {"tests": {k: dict(v) for k, v in _tests.items()}, "figures": {k: dict(v) for k, v in _figures.items()}}
+
+
+def merge(data: dict[str, dict[str, dict[str, int]]]) -> None:
+    for area, counts in data["tests"].items():
+        _tests[area].update(counts)
+    for area, counts in data["figures"].items():
+        _figures[area].update(counts)
+
+
 def _line(area: str) -> str:
     tests, got = _tests[area], _figures[area]
     failed = tests["failed"]
