@@ -16,6 +16,13 @@ if [ "$scenarios" -eq 0 ]; then
   exit 1
 fi
 
+# Each run gets a fresh lab, so outputs a scenario left in molecule's ephemeral folders by an earlier run (keys,
+# bundles and journals of a lab that no longer exists) must not be picked up again.
+for scenario in extensions/molecule/*/molecule.yml; do
+  name=$(basename "$(dirname "$scenario")")
+  rm -rf "${HOME}/.ansible/tmp/molecule."*".${name}"
+done
+
 trap '.venv/bin/python lab/keyops_lab.py down >/dev/null 2>&1 || true' EXIT
 .venv/bin/python lab/keyops_lab.py up
 .venv/bin/python lab/keyops_lab.py seed
