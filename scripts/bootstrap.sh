@@ -46,4 +46,4 @@ for version in 24_2 25_1 25_2; do
   [ -f "$pip_cache/get_pip_$version.py" ] || printf 'import ensurepip\nensurepip.bootstrap(upgrade=True)\n' \
     > "$pip_cache/get_pip_$version.py"
 done
-echo "bootstrap: ready ($(.venv/bin/ansible --version | head -1))"
+echo "bootstrap: ready (ansible-core $(.venv/bin/python -c 'import ansible.release; print(ansible.release.__version__)'))"
