@@ -51,15 +51,10 @@ unit:
 integration:
 	$(PY) -m pytest tests/integration -q -n 2 --dist loadfile
 
-# The reliability suite in a process of its own (its lab and environment stay apart from the integration labs).
-# The SIGKILL, outage and lock-expiry trials time their kills against a calibration run that is not yet stable on
-# an idle machine, so CI leaves them to the full form (make reliability); see docs/reliability.md.
+# The reliability suite's quick form in a process of its own (its lab and environment stay apart from the
+# integration labs): a few SIGKILL trials per operation, the outages and everything else; see docs/reliability.md.
 reliability-quick:
-	$(PY) -m pytest tests/reliability -q \
-		--ignore=tests/reliability/test_faults.py \
-		--ignore=tests/reliability/test_outages.py \
-		--ignore=tests/reliability/test_runbook_faults.py \
-		--deselect tests/reliability/test_concurrency.py::test_a_killed_holders_lock_expires_and_the_next_run_takes_it_over
+	$(PY) -m pytest tests/reliability -q
 
 molecule:
 	scripts/molecule.sh
