@@ -23,7 +23,8 @@ for scenario in extensions/molecule/*/molecule.yml; do
   rm -rf "${HOME}/.ansible/tmp/molecule."*".${name}"
 done
 
-trap '.venv/bin/python lab/keyops_lab.py down >/dev/null 2>&1 || true' EXIT
+# Absolute paths: the trap runs after the `cd extensions` below.
+trap '"$root/.venv/bin/python" "$root/lab/keyops_lab.py" down >/dev/null 2>&1 || true' EXIT
 .venv/bin/python lab/keyops_lab.py up
 .venv/bin/python lab/keyops_lab.py seed
 # shellcheck disable=SC1091
