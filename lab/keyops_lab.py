@@ -341,9 +341,27 @@ def wait_until(
         if probe():
             return
         if child is not None and child.poll() is not None:
+            if bind_failed(log_hint):
+                # Another process took the port between the check in `up` and this server's bind.
+                raise LabError(
+                    f"ports already in use: {what} could not bind its port while starting; see {log_hint}; "
+                    "run `up` again, or set KEYOPS_LAB_PORT_BASE to another base"
+                )
             raise LabError(f"{what} exited with code {child.returncode} while starting; see {log_hint}")
         time.sleep(0.1)
     raise LabError(f"{what} was not ready after {timeout:.0f}s; see {log_hint}")
+
+
+def bind_failed(log_path: str) -> bool:
+    """Whether a server's log ends with the operating system refusing its listening port."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(log.tell() - 4096, 0))
+            tail = log.read().decode("utf-8", errors="replace").lower()
+    except OSError:
+        return False
+    return "address already in use" in tail
 
 
 def port_in_use(port: int) -> bool:

@@ -63,25 +63,28 @@ def ports_free(port_base: int) -> bool:
     return True
 
 
-def free_port_base(preferred: int) -> int:
+def free_port_base(preferred: int, step: int = PORT_BASE_STEP) -> int:
     """`preferred`, or the next free base above it: another test session on this machine may hold the usual one."""
-    for port_base in range(preferred, EPHEMERAL_PORTS_START - LAB_PORT_SPAN, PORT_BASE_STEP):
+    for port_base in range(preferred, EPHEMERAL_PORTS_START - LAB_PORT_SPAN, step):
         if ports_free(port_base):
             return port_base
     pytest.fail(f"no free lab port base between {preferred} and {EPHEMERAL_PORTS_START}")
 
 
-def start_lab(lab_dir: Path, preferred: int) -> int:
-    """`up` on the first free port base from `preferred`; retried when another session takes it meanwhile."""
+def start_lab(lab_dir: Path, preferred: int, step: int = PORT_BASE_STEP) -> int:
+    """`up` on the first free port base from `preferred`; retried when another session takes it meanwhile.
+
+    `step` is the distance between the bases tried: pytest-xdist workers step by 100 per worker, so a worker that
+    moves on never lands on another worker's preferred base."""
     port_base = preferred
     for _attempt in range(5):
-        port_base = free_port_base(port_base)
+        port_base = free_port_base(port_base, step)
         result = run_lab("up", lab_dir, port_base)
         if result.returncode == 0:
             return port_base
         if "ports already in use" not in result.stderr:
             break
-        port_base += PORT_BASE_STEP
+        port_base += step
     _require(result, f"up (port base {port_base})")
     return port_base
 
@@ -91,9 +94,13 @@ def _require(result: subprocess.CompletedProcess[str], what: str) -> None:
         pytest.fail(f"lab {what} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
 
 
-def _worker_offset(config: pytest.Config) -> int:
+def worker_offset(config: pytest.Config) -> int:
     worker = getattr(config, "workerinput", {}).get("workerid", "gw0")
-    return 100 * int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    return PORT_BASE_STEP * int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+
+
+def worker_step(config: pytest.Config) -> int:
+    return PORT_BASE_STEP * int(getattr(config, "workerinput", {}).get("workercount", 1))
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +127,7 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     else:
         lab_dir = tmp_path_factory.mktemp("lab")
         preferred = int(os.environ.get("KEYOPS_TEST_LAB_PORT_BASE", DEFAULT_TEST_PORT_BASE))
-        port_base = start_lab(lab_dir, preferred + _worker_offset(request.config))
+        port_base = start_lab(lab_dir, preferred + worker_offset(request.config), worker_step(request.config))
         owned = True
 
     try:

@@ -13,22 +13,23 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import free_port_base, lab_python, run_lab
+from tests.integration.conftest import lab_python, run_lab, start_lab, worker_offset, worker_step
 from tests.support.playbook import ANSIBLE_PLAYBOOK, ROOT
 
 RUNBOOK_PORT_BASE = 29600
 
 
 @pytest.fixture(scope="module")
-def runbook_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def runbook_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A fresh, seeded lab for one test module: its env, estate, seed and folders; stopped at the end."""
     lab_dir = tmp_path_factory.mktemp("runbook-lab")
-    port_base = free_port_base(int(os.environ.get("KEYOPS_RUNBOOK_LAB_PORT_BASE", RUNBOOK_PORT_BASE)))
-    for command in ("up", "seed"):
-        result = run_lab(command, lab_dir, port_base)
-        if result.returncode != 0:
-            run_lab("down", lab_dir, port_base)
-            pytest.fail(f"runbook lab {command} failed:\n{result.stdout}\n{result.stderr}")
+    preferred = int(os.environ.get("KEYOPS_RUNBOOK_LAB_PORT_BASE", RUNBOOK_PORT_BASE))
+    # Each pytest-xdist worker from its own base, stepping past the other workers' bases.
+    port_base = start_lab(lab_dir, preferred + worker_offset(request.config), worker_step(request.config))
+    result = run_lab("seed", lab_dir, port_base)
+    if result.returncode != 0:
+        run_lab("down", lab_dir, port_base)
+        pytest.fail(f"runbook lab seed failed:\n{result.stdout}\n{result.stderr}")
     state = json.loads((lab_dir / "lab.json").read_text())
     work = tmp_path_factory.mktemp("runbook-work")
     env = dict(state["env"])
