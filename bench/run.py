@@ -59,6 +59,7 @@ FULL = {
     "reps_kms": 2,
     "kms_items": 4000,
     "inventory_factor": 10,
+    "reps_inventory": 3,
     "key_scan_files": 10_000,
     "x509": ["--files", "1000", "--endpoints", "200"],
 }
@@ -71,6 +72,7 @@ QUICK = {
     "reps_kms": 1,
     "kms_items": 200,
     "inventory_factor": 1,
+    "reps_inventory": 1,
     "key_scan_files": 300,
     "x509": ["--files", "20", "--endpoints", "4"],
 }
@@ -506,13 +508,27 @@ class Bench:
                 estate["keyops_register_path"] = register
                 print(f"  grew the estate x{scale}: {made} more keys and files ({time.perf_counter() - started:.0f} s)")
             output = self.work / f"inventory-x{scale}"
-            ours, ours_rss, _unused = self.playbook(
-                str(ROOT / "playbooks" / "inventory.yml"), dict(estate, keyops_output_dir=str(output))
-            )
+            # The sides alternate and the fastest run of each is kept, as for the rewrap rows: the least disturbed
+            # by the machine's load.
+            ours_runs: list[tuple[float, float]] = []
+            anchor_runs: list[float] = []
+            for _rep in range(self.settings["reps_inventory"]):
+                wall, rss, _unused = self.playbook(
+                    str(ROOT / "playbooks" / "inventory.yml"), dict(estate, keyops_output_dir=str(output))
+                )
+                ours_runs.append((wall, rss))
+                anchor_runs.append(self.playbook(str(BENCH / "anchor_inventory.yml"), estate)[0])
+            ours, ours_rss = min(ours_runs)
+            anchor = min(anchor_runs)
             document = json.loads(next(output.rglob("key-inventory.json")).read_text())
-            anchor, _anchor_rss, _unused = self.playbook(str(BENCH / "anchor_inventory.yml"), estate)
             records = document["summary"]["keys"]
-            self.facts[f"inventory_x{scale}"] = {"records": records, "ours_s": ours, "anchor_s": anchor}
+            self.facts[f"inventory_x{scale}"] = {
+                "records": records,
+                "ours_s": ours,
+                "anchor_s": anchor,
+                "ours_runs": [wall for wall, _rss in ours_runs],
+                "anchor_runs": anchor_runs,
+            }
             self.check(f"inventory x{scale}: {records} records, every backend read", records > 0)
             ratio = anchor / ours
             self.add(
@@ -525,7 +541,7 @@ class Bench:
                     ours_rss,
                     ">= 20" if scale == 10 else "-",
                     (ratio >= 20) if scale == 10 else None,
-                    "ansible-playbook wall time, both sides",
+                    f"ansible-playbook wall time, both sides; best of {len(ours_runs)}",
                 )
             )
         if factor > 1 and "inventory_x1" in self.facts:
