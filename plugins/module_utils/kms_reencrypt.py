@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: re-encrypt a data-key store to a destination KMS key (keyops.runbooks.aws_kms_reencrypt).
 
-The store is streamed in batches. Each batch is re-encrypted concurrently in a bounded pool sharing one boto3
+The store is streamed in batches. Each batch is re-encrypted concurrently in a bounded pool sharing one botocore
 client, checked (KMS must answer with the destination key), then committed atomically with the progress
 cursor. Data keys under another key are always moved; data keys already under the destination key are
 re-encrypted once per destination key material (a job named after the destination's last rotation), so a
