@@ -127,3 +127,21 @@ def test_refused_items_partitions_and_canaries(oracle: Any, dek_store: Any, tmp_
     assert {k: v for k, v in decrypt_all(oracle, path, name).items() if k != "dk-ad"} == plaintexts
     leaked = [token, base64.b64encode(b"canary-plaintext-7Q2").decode(), *plaintexts.values(), *before]
     assert_no_canary(leaked, run.stdout, run.stderr)
+
+
+def test_a_rewrap_the_policy_puts_under_dual_control_is_refused_without_approvals(oracle: Any, dek_store: Any) -> None:
+    """The gate's code is loaded only when the policy asks for it: when it does, the gate must still hold."""
+    name, path, plaintexts = dek_store(count=30)
+    args = {"name": name, "store": {"path": path}, "policy": {"approval_required_actions": ["rewrap"]}}
+    results = play(
+        [
+            task("plan", MODULE, args, check=True),
+            task("apply without approvals", MODULE, args, may_fail=True),
+        ]
+    )
+
+    assert results["plan"]["pending"] == 20 and not results["plan"].get("failed")
+    refused = results["apply without approvals"]
+    assert refused["failed"] and "approv" in refused["msg"] and name in refused["msg"], refused["msg"]
+    assert versions_in(path) == {"v1": 10, "v2": 10, "v3": 10}
+    assert decrypt_all(oracle, path, name) == plaintexts
