@@ -48,6 +48,8 @@ BACKUP_TYPES = {
     9: "rsa-3072",
     10: "hmac",
 }
+# The PEM label ssh-keygen writes around an OpenSSH private key: its presence picks the SSH identity parser.
+OPENSSH_KEY_LABEL = "OPENSSH PRIVATE KEY-----"
 COMPARED = ("type", "latest_version", "min_decryption_version", "min_encryption_version", "min_available_version")
 
 
@@ -101,7 +103,7 @@ def parse_identities(identity: str | None, identity_file: str | None) -> list[An
                 "Set identity_file to a readable age identity file",
             ) from error
     try:
-        if "BEGIN OPENSSH PRIVATE KEY" in text:
+        if OPENSSH_KEY_LABEL in text:
             return [pyrage.ssh.Identity.from_buffer(text.encode())]
         identities = [
             pyrage.x25519.Identity.from_str(line.strip())

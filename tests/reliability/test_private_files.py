@@ -40,13 +40,14 @@ from ansible_collections.keyops.runbooks.plugins.module_utils import (
 from ansible_collections.keyops.runbooks.plugins.module_utils.errors import KeyopsError
 from tests.reliability import tally
 from tests.reliability.inproc import call
+from tests.support.key_files import fresh_private_key_pem
 from tests.support.playbook import ANSIBLE_PLAYBOOK, ROOT
 from tests.support.vault_deks import vault_client
 
 pytestmark = [pytest.mark.area("files")]
 
 PLUGINS = Path(ROOT) / "plugins"
-SECRET = b"-----BEGIN PRIVATE KEY-----\nfiles-canary-3b7e\n-----END PRIVATE KEY-----\n"
+SECRET = fresh_private_key_pem()
 
 
 @contextlib.contextmanager

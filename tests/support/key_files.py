@@ -23,6 +23,11 @@ def _private(key, encoding=serialization.Encoding.PEM, fmt=serialization.Private
     return key.private_bytes(encoding, fmt, algorithm)
 
 
+def fresh_private_key_pem() -> bytes:
+    """A PKCS#8 PEM private key made now (Ed25519: quick), for canaries that must look like the real thing."""
+    return _private(ed25519.Ed25519PrivateKey.generate())
+
+
 def write(path: str, data: bytes | str, mode: int = 0o600) -> str:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as handle:

@@ -23,6 +23,7 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.audit_sinks import
     SyslogSink,
 )
 from tests.support.audit_peers import HecCollector, SyslogListener, free_port
+from tests.support.key_files import fresh_private_key_pem
 
 TOKEN = "hec-token-canary-7f3a"
 
@@ -116,7 +117,7 @@ def test_sink_check_reports_down_sinks_and_spooled_counts(tmp_path):
     assert f"127.0.0.1:{port}" in checks["syslog"].reason
 
 
-SECRET = "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"
+SECRET = fresh_private_key_pem().decode()
 REDACTION = [
     ("unknown top-level field", {"plaintext": SECRET}),
     ("unknown state field", {"before": {"key_material": SECRET}}),
