@@ -256,8 +256,7 @@ def read_sources(sources: list[Source]) -> list[Outcome]:
                 # Each lane's code is imported here, one lane after the other, rather than by the reading threads
                 # at once; a lane starts as soon as its own code is in.
                 for backend in dict.fromkeys(sources[index].backend for index in indexes):
-                    if backend in CODE:
-                        importlib.import_module(CODE[backend])
+                    importlib.import_module(CODE[backend])
                 futures.append(pool.submit(run, indexes))
             for future in futures:
                 future.result()

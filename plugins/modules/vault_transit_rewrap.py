@@ -213,6 +213,7 @@ audit_events:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.keyops.runbooks.plugins.module_utils._module import run_module
+from ansible_collections.keyops.runbooks.plugins.module_utils.approvals import require_approvals
 from ansible_collections.keyops.runbooks.plugins.module_utils.audit import AUDIT_ARGSPEC, audit_event
 from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault import (
     VAULT_ARGSPEC,
@@ -222,7 +223,6 @@ from ansible_collections.keyops.runbooks.plugins.module_utils.backends.vault imp
     validate_name,
 )
 from ansible_collections.keyops.runbooks.plugins.module_utils.dek_store import STORE_ARGSPEC, open_store, partition_from
-from ansible_collections.keyops.runbooks.plugins.module_utils.policy import requires_approval
 from ansible_collections.keyops.runbooks.plugins.module_utils.records import KEY_CLASSES
 from ansible_collections.keyops.runbooks.plugins.module_utils.vault_rewrap import RewrapRequest, rewrap_store
 
@@ -242,12 +242,7 @@ def handle(module: AnsibleModule) -> dict:
         params["store_key_ref"],
     )
     key_class = key_class_of(name, params["key_class"])
-    if not module.check_mode and requires_approval("rewrap", key_class, params["policy"]):
-        # The gate's code (plans, SSH signatures) loads only when the policy puts this re-wrap under dual control:
-        # by default it does not, and a re-wrap then starts sooner.
-        from ansible_collections.keyops.runbooks.plugins.module_utils.approvals import require_approvals
-
-        require_approvals("rewrap", request.ref, key_class, params["approvals"], module.check_mode, params["policy"])
+    require_approvals("rewrap", request.ref, key_class, params["approvals"], module.check_mode, params["policy"])
     vault = connect(params, request.ref)
     with open_store(params["store"]) as store:
         result = rewrap_store(vault, store, request, module.check_mode)
