@@ -144,7 +144,9 @@ def test_seed_matches_seed_json(lab: dict[str, Any]) -> None:
 
     vault = hvac.Client(url=lab["VAULT_ADDR"], token=lab["VAULT_TOKEN"])
     transit_keys = set(vault.secrets.transit.list_keys()["data"]["keys"])
-    assert transit_keys == {key["name"] for key in seed["vault_transit"]["keys"]}
+    seeded = {key["name"] for key in seed["vault_transit"]["keys"]}
+    # Every seeded key is there; test files that share this worker's lab may have run first and added their own.
+    assert seeded <= transit_keys
     payments = vault.secrets.transit.read_key(transit["key_ref"])["data"]
     assert payments["latest_version"] == 3 and payments["type"] == "aes256-gcm96"
 
